@@ -1,0 +1,51 @@
+"""Human approval before a tool call runs.
+
+A tool made with ``requires_approval=True`` runs only after a decision for that exact call
+id. The decision comes from the agent's ``approve=`` callback, or, without one, the run
+stops as ``input_required`` with the call pending, and is resumed later with decisions
+(``agent.resume(result, {call_id: Approve()})``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+__all__ = ["Approve", "ApprovalCallback", "ApprovalRequest", "Decision", "Reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A call waiting for a decision: the run, the call id, the tool and its arguments."""
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """Run the call; with ``arguments`` the call runs with these (validated) instead."""
+
+    arguments: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Do not run the call; the model is told it was rejected, with the reason."""
+
+    reason: str = field(default="rejected by the user")
+
+
+Decision: TypeAlias = Approve | Reject
+ApprovalCallback: TypeAlias = Callable[
+    [ApprovalRequest], "bool | Decision | Awaitable[bool | Decision]"
+]
+
+
+def as_decision(value: bool | Decision) -> Decision:
+    if isinstance(value, Approve | Reject):
+        return value
+    return Approve() if value else Reject()

@@ -1,0 +1,177 @@
+"""Typed events of a run. The CLI, the service's event stream and the tests all consume these.
+
+Every event carries the run id, the step number (model calls made so far) and the time
+(Unix seconds). ``parse_event`` turns the JSON back into the right class.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .messages import Usage
+
+__all__ = [
+    "ApprovalRequested",
+    "BudgetWarning",
+    "ContextCompacted",
+    "Event",
+    "LoopDetected",
+    "ModelRequested",
+    "ModelResponded",
+    "ModelText",
+    "OutputRetry",
+    "RunFinished",
+    "RunStarted",
+    "TextDelta",
+    "ToolCalled",
+    "ToolResulted",
+    "parse_event",
+]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    step: int
+    time: float = Field(default_factory=time.time)
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    agent: str | None
+    model: str
+    input: str
+
+
+class ModelRequested(_Event):
+    """Sent before each model call, with what the budget allowed it to spend."""
+
+    type: Literal["model_request"] = "model_request"
+    messages: int
+    estimated_input_tokens: int
+    max_tokens: int
+
+
+class TextDelta(_Event):
+    """A piece of streamed model text (only from models that stream)."""
+
+    type: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+class ModelResponded(_Event):
+    """A model call finished: its usage, and the run's totals so far."""
+
+    type: Literal["model_response"] = "model_response"
+    usage: Usage
+    total_usage: Usage
+    cost_usd: float
+    finish_reason: str | None
+    duration: float
+
+
+class ModelText(_Event):
+    """The model's text: a thought before tool calls, or the final answer."""
+
+    type: Literal["model_text"] = "model_text"
+    text: str
+    final: bool
+
+
+class ToolCalled(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    name: str
+    args: dict[str, Any]
+
+
+class ToolResulted(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+    duration: float
+
+
+class ApprovalRequested(_Event):
+    type: Literal["approval_requested"] = "approval_requested"
+    call_id: str
+    name: str
+    args: dict[str, Any]
+
+
+class LoopDetected(_Event):
+    """The model is repeating itself; ``action`` is ``nudge`` first, then ``stop``."""
+
+    type: Literal["loop_detected"] = "loop_detected"
+    kind: Literal["repeated_call", "alternation", "repeated_error"]
+    detail: str
+    action: Literal["nudge", "stop"]
+
+
+class ContextCompacted(_Event):
+    type: Literal["context_compacted"] = "context_compacted"
+    strategy: Literal["shorten_tool_results", "summarise", "drop_oldest"]
+    tokens_before: int
+    tokens_after: int
+
+
+class BudgetWarning(_Event):
+    """A budget crossed its warning fraction (80 % by default)."""
+
+    type: Literal["budget_warning"] = "budget_warning"
+    limit: str
+    used: float
+    maximum: float
+
+
+class OutputRetry(_Event):
+    """The final answer did not match the output type; the model was asked again."""
+
+    type: Literal["output_retry"] = "output_retry"
+    error: str
+    attempt: int
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    status: str
+    stop_reason: str | None
+    output: Any
+    error: str | None
+    usage: Usage
+    cost_usd: float
+    steps: int
+    duration: float
+
+
+Event = Annotated[
+    RunStarted
+    | ModelRequested
+    | TextDelta
+    | ModelResponded
+    | ModelText
+    | ToolCalled
+    | ToolResulted
+    | ApprovalRequested
+    | LoopDetected
+    | ContextCompacted
+    | BudgetWarning
+    | OutputRetry
+    | RunFinished,
+    Field(discriminator="type"),
+]
+
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> Event:
+    """Parse an event from its JSON (text or decoded) back into its class."""
+    if isinstance(data, dict):
+        return _EVENT.validate_python(data)
+    return _EVENT.validate_json(data)

@@ -1,0 +1,191 @@
+"""Provider-neutral messages: frozen, typed, and exact through a JSON round trip.
+
+A conversation is a list of :data:`Message`: an optional system message, then user and
+assistant messages made of parts. Tool results travel in a user message (as the
+Anthropic wire does); adapters for other wires split them out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "AssistantMessage",
+    "AssistantPart",
+    "DocumentPart",
+    "ImagePart",
+    "Message",
+    "Part",
+    "SystemMessage",
+    "TextPart",
+    "ToolCallPart",
+    "ToolDefinition",
+    "ToolResultPart",
+    "Usage",
+    "UserMessage",
+    "UserPart",
+    "dump_messages",
+    "load_messages",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextPart(_Frozen):
+    """Plain text: a task, a thought, an answer, or a note from the loop."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolCallPart(_Frozen):
+    """A tool call as the model made it.
+
+    ``raw_args`` keeps the model's argument text when it was not a valid JSON object, so
+    the loop can tell the model exactly what it sent; ``args`` is then empty.
+    """
+
+    type: Literal["tool_call"] = "tool_call"
+    id: str
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    raw_args: str | None = None
+
+
+class ToolResultPart(_Frozen):
+    """The observation for one tool call, rendered to text for the model."""
+
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+class ImagePart(_Frozen):
+    """An image, base64-encoded (PNG, JPEG, WebP or GIF)."""
+
+    type: Literal["image"] = "image"
+    media_type: str
+    data: str
+
+
+class DocumentPart(_Frozen):
+    """A document such as a PDF, base64-encoded, with its extracted text when known."""
+
+    type: Literal["document"] = "document"
+    media_type: str
+    data: str
+    text: str | None = None
+
+
+UserPart = Annotated[
+    TextPart | ToolResultPart | ImagePart | DocumentPart, Field(discriminator="type")
+]
+AssistantPart = Annotated[TextPart | ToolCallPart, Field(discriminator="type")]
+Part = Annotated[
+    TextPart | ToolCallPart | ToolResultPart | ImagePart | DocumentPart,
+    Field(discriminator="type"),
+]
+
+
+class Usage(_Frozen):
+    """Token counts. ``input_tokens`` includes the cache read and cache write tokens."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+class SystemMessage(_Frozen):
+    """Instructions for the model; at most one, first in the list."""
+
+    role: Literal["system"] = "system"
+    content: str
+
+
+class UserMessage(_Frozen):
+    """What the user (or the loop, for tool results and notes) says to the model."""
+
+    role: Literal["user"] = "user"
+    parts: tuple[UserPart, ...]
+
+    @classmethod
+    def text(cls, text: str) -> UserMessage:
+        return cls(parts=(TextPart(text=text),))
+
+
+class AssistantMessage(_Frozen):
+    """One model response: text (the thought or the answer) and tool calls.
+
+    ``finish_reason`` is normalised: ``stop``, ``tool_calls``, ``max_tokens`` or the
+    provider's own word when it is none of those.
+    """
+
+    role: Literal["assistant"] = "assistant"
+    parts: tuple[AssistantPart, ...]
+    usage: Usage = Field(default_factory=Usage)
+    model_name: str | None = None
+    finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def tool_calls(self) -> list[ToolCallPart]:
+        return [p for p in self.parts if isinstance(p, ToolCallPart)]
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")
+]
+
+
+class ToolDefinition(_Frozen):
+    """What a model is told about a tool: its name, description and JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+def dump_messages(messages: Iterable[Message], *, indent: int | None = None) -> str:
+    """Serialise messages to JSON; :func:`load_messages` gives them back exactly."""
+    return _MESSAGES.dump_json(list(messages), indent=indent).decode()
+
+
+def load_messages(data: str | bytes | Sequence[Any]) -> list[Message]:
+    """Parse messages from JSON text or from already-decoded JSON data."""
+    if isinstance(data, (str, bytes)):
+        return _MESSAGES.validate_json(data)
+    return _MESSAGES.validate_python(list(data))
+
+
+def args_json(args: dict[str, Any]) -> str:
+    """Canonical JSON for tool arguments (sorted keys): used for display and comparison."""
+    return json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)

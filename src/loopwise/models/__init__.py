@@ -1,0 +1,151 @@
+"""The model interface: one required method, ``request``; ``stream`` is optional.
+
+A model string is ``provider:model`` split on the first colon: ``anthropic:claude-sonnet-4-6``,
+``openai:gpt-4.1``, ``ollama:qwen3:8b``, ``openai-compatible:<model>`` (with
+``OPENAI_BASE_URL``). Provider SDKs are imported only when such a model is made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import UsageError
+from ..messages import AssistantMessage, Message, ToolDefinition
+
+__all__ = [
+    "KNOWN_PROVIDERS",
+    "Model",
+    "ModelSettings",
+    "StreamingModel",
+    "default_model",
+    "infer_model",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Per-request settings. ``max_tokens`` may be lowered by the budget before a call.
+
+    ``tool_choice``: ``auto`` (model decides), ``required`` (must call a tool) or ``none``.
+    """
+
+    max_tokens: int = 4096
+    temperature: float | None = None
+    stop_sequences: tuple[str, ...] = ()
+    timeout: float | None = None
+    tool_choice: str = "auto"
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the loop needs from a model.
+
+    ``provider`` and ``model_name`` name it (for prices and display); ``context_window``
+    is its window in tokens when known.
+    """
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def context_window(self) -> int | None: ...
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AssistantMessage:
+        """Send the conversation and return the model's response with its usage."""
+        ...
+
+
+@runtime_checkable
+class StreamingModel(Model, Protocol):
+    """A model that can stream: yields text deltas, then exactly one final message."""
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AsyncIterator[str | AssistantMessage]: ...
+
+
+KNOWN_PROVIDERS = (
+    "anthropic",
+    "openai",
+    "openai-compatible",
+    "ollama",
+    "vllm",
+    "llamacpp",
+)
+
+
+def infer_model(model: str | Model) -> Model:
+    """Turn a model string into a :class:`Model`; a ``Model`` instance is returned as is."""
+    if not isinstance(model, str):
+        return model
+    provider, sep, name = model.partition(":")
+    if not sep or not name:
+        raise UsageError(
+            f"Model {model!r} is not of the form 'provider:model'; "
+            f"known providers: {', '.join(KNOWN_PROVIDERS)}."
+        )
+    if provider == "anthropic":
+        from .anthropic import AnthropicModel
+
+        return AnthropicModel(name)
+    if provider == "openai":
+        from .openai import OpenAIModel
+
+        return OpenAIModel(name)
+    if provider in ("openai-compatible", "vllm", "llamacpp"):
+        from .openai import OpenAIModel
+
+        base_url = os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise UsageError(
+                f"Model {model!r} needs the server's address: set OPENAI_BASE_URL "
+                "(for example http://127.0.0.1:8000/v1)."
+            )
+        return OpenAIModel(name, base_url=base_url, provider=provider)
+    if provider == "ollama":
+        from .openai import OpenAIModel
+
+        host = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434").rstrip("/")
+        if "://" not in host:
+            host = f"http://{host}"
+        return OpenAIModel(name, base_url=f"{host}/v1", provider="ollama")
+    raise UsageError(
+        f"Unknown model provider {provider!r} in {model!r}; "
+        f"known providers: {', '.join(KNOWN_PROVIDERS)}."
+    )
+
+
+DEFAULT_ANTHROPIC_MODEL = "anthropic:claude-sonnet-4-6"
+DEFAULT_OPENAI_MODEL = "openai:gpt-4.1"
+
+
+def default_model() -> str:
+    """The model to use when none is given: ``LOOPWISE_MODEL``, else a provider with a key.
+
+    Raises :class:`UsageError` with how to choose one when nothing is configured.
+    """
+    chosen = os.environ.get("LOOPWISE_MODEL")
+    if chosen:
+        return chosen
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return DEFAULT_ANTHROPIC_MODEL
+    if os.environ.get("OPENAI_API_KEY"):
+        return DEFAULT_OPENAI_MODEL
+    raise UsageError(
+        "No model is configured: pass --model (e.g. anthropic:claude-sonnet-4-6), set "
+        "LOOPWISE_MODEL, or set ANTHROPIC_API_KEY or OPENAI_API_KEY."
+    )

@@ -1,0 +1,100 @@
+"""Structured final answers.
+
+With ``output_type=str`` the answer is the model's text when it stops calling tools. With
+any other type the model is given a ``final_answer`` tool whose schema is the type's; an
+answer that does not validate is sent back with the errors, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from .messages import ToolDefinition
+
+__all__ = ["FINAL_ANSWER_TOOL", "InvalidOutput", "OutputSpec"]
+
+FINAL_ANSWER_TOOL = "final_answer"
+T = TypeVar("T")
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+class InvalidOutput(Exception):  # noqa: N818 - a signal for the loop, not for users
+    """The model's answer does not match the output type; ``message`` is for the model."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class OutputSpec(Generic[T]):
+    """How answers of type ``T`` are asked for and checked."""
+
+    def __init__(self, output_type: type[T]):
+        self.output_type = output_type
+        self.is_text = output_type is str
+        self._adapter: TypeAdapter[T] = TypeAdapter(output_type)
+        self._wrapped = False
+        self.tool: ToolDefinition | None = None
+        if not self.is_text:
+            schema = self._adapter.json_schema()
+            if schema.get("type") != "object":
+                self._wrapped = True
+                schema = {
+                    "type": "object",
+                    "properties": {"result": schema},
+                    "required": ["result"],
+                }
+            description = schema.pop("description", None) or ""
+            schema.pop("title", None)
+            self.tool = ToolDefinition(
+                name=FINAL_ANSWER_TOOL,
+                description=(
+                    "Give your final answer. Call this once, alone, when the task is done. "
+                    + description
+                ).strip(),
+                parameters=schema,
+            )
+
+    def parse_text(self, text: str) -> T:
+        """The answer from plain text: as is for ``str``, else JSON (code fences allowed)."""
+        if self.is_text:
+            if not text.strip():
+                raise InvalidOutput("Your answer was empty. Give a clear final answer.")
+            return text  # type: ignore[return-value]
+        body = text.strip()
+        fence = _FENCE.match(body)
+        if fence:
+            body = fence.group(1)
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError:
+            raise InvalidOutput(
+                f"Your final answer must be given by calling the {FINAL_ANSWER_TOOL!r} tool "
+                "with arguments matching its schema, not as plain text."
+            ) from None
+        return self.parse_args(data if isinstance(data, dict) else {"result": data})
+
+    def parse_args(self, args: dict[str, Any]) -> T:
+        """The answer from the final-answer tool's arguments."""
+        data: Any = args
+        if self._wrapped:
+            data = args.get("result", args)
+        try:
+            return self._adapter.validate_python(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(answer)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise InvalidOutput(
+                f"Your final answer does not match the required schema: {problems}. "
+                f"Call {FINAL_ANSWER_TOOL!r} again with a corrected answer."
+            ) from None
+
+    def to_jsonable(self, value: Any) -> Any:
+        """The answer as plain JSON data (for events and the ``--json`` output)."""
+        return self._adapter.dump_python(value, mode="json")

@@ -1,0 +1,71 @@
+"""The outcome of a run: status, why it stopped, the answer, what it cost, the transcript."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeAlias
+
+from pydantic_core import to_jsonable_python
+from typing_extensions import TypeVar
+
+from .approval import ApprovalRequest
+from .messages import Message, Usage, dump_messages
+
+__all__ = ["RunResult", "RunStatus"]
+
+OutputT = TypeVar("OutputT", default=str)
+RunStatus: TypeAlias = Literal["completed", "incomplete", "failed", "input_required", "cancelled"]
+
+
+@dataclass(slots=True)
+class RunResult(Generic[OutputT]):
+    """What a run produced.
+
+    ``status`` is ``completed``, ``incomplete`` (a limit stopped it: see ``stop_reason``),
+    ``failed`` (see ``error``), ``input_required`` (calls in ``pending_approvals`` wait for
+    a decision) or ``cancelled``; ``detail`` says which limit stopped it and how. ``output`` is set only when completed. ``messages`` is
+    the whole transcript; it round-trips through JSON (``dump_messages``/``load_messages``).
+    """
+
+    run_id: str
+    status: RunStatus
+    output: OutputT | None
+    stop_reason: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    steps: int = 0
+    tool_calls: int = 0
+    duration: float = 0.0
+    messages: list[Message] = field(default_factory=list)
+    pending_approvals: list[ApprovalRequest] = field(default_factory=list)
+    model: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The result as plain JSON data, without the transcript (what ``--json`` prints)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "output": to_jsonable_python(self.output),
+            "error": self.error,
+            "detail": self.detail,
+            "usage": self.usage.model_dump(),
+            "cost_usd": self.cost_usd,
+            "steps": self.steps,
+            "tool_calls": self.tool_calls,
+            "duration": round(self.duration, 3),
+            "model": self.model,
+            "pending_approvals": [
+                {"call_id": p.call_id, "tool": p.tool_name, "args": p.args}
+                for p in self.pending_approvals
+            ],
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """The summary plus the transcript, as JSON text."""
+        data = self.summary()
+        data["messages"] = json.loads(dump_messages(self.messages))
+        return json.dumps(data, indent=indent, ensure_ascii=False)
