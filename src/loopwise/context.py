@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import LoopwiseError
 from .messages import (
@@ -211,7 +211,7 @@ def _shorten_message(history: History, index: int, *, limit: int) -> bool:
                 f"{p.content[:limit]}\n... [shortened to save context: "
                 f"{omitted} characters omitted]"
             )
-            parts.append(p.model_copy(update={"content": content}))
+            parts.append(replace(p, content=content))
             changed = True
         else:
             parts.append(p)

@@ -7,9 +7,14 @@ Every event carries the run id, the step number (model calls made so far) and th
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+from dataclasses import dataclass, field
+
 
 from .messages import Usage
 
@@ -32,14 +37,21 @@ __all__ = [
 ]
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Event:
     run_id: str
     step: int
-    time: float = Field(default_factory=time.time)
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as plain JSON data (``parse_event`` reads it back)."""
+        return _event_adapter().dump_python(self, mode="json")  # type: ignore[arg-type]
+
+    def to_json(self) -> str:
+        return _event_adapter().dump_json(self).decode()  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(_Event):
     type: Literal["run_started"] = "run_started"
     agent: str | None
@@ -47,6 +59,7 @@ class RunStarted(_Event):
     input: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequested(_Event):
     """Sent before each model call, with what the budget allowed it to spend."""
 
@@ -56,6 +69,7 @@ class ModelRequested(_Event):
     max_tokens: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TextDelta(_Event):
     """A piece of streamed model text (only from models that stream)."""
 
@@ -63,6 +77,7 @@ class TextDelta(_Event):
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelResponded(_Event):
     """A model call finished: its usage, and the run's totals so far."""
 
@@ -74,6 +89,7 @@ class ModelResponded(_Event):
     duration: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelText(_Event):
     """The model's text: a thought before tool calls, or the final answer."""
 
@@ -82,6 +98,7 @@ class ModelText(_Event):
     final: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCalled(_Event):
     type: Literal["tool_call"] = "tool_call"
     call_id: str
@@ -89,6 +106,7 @@ class ToolCalled(_Event):
     args: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolResulted(_Event):
     type: Literal["tool_result"] = "tool_result"
     call_id: str
@@ -98,6 +116,7 @@ class ToolResulted(_Event):
     duration: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalRequested(_Event):
     type: Literal["approval_requested"] = "approval_requested"
     call_id: str
@@ -105,6 +124,7 @@ class ApprovalRequested(_Event):
     args: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoopDetected(_Event):
     """The model is repeating itself; ``action`` is ``nudge`` first, then ``stop``."""
 
@@ -114,6 +134,7 @@ class LoopDetected(_Event):
     action: Literal["nudge", "stop"]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContextCompacted(_Event):
     type: Literal["context_compacted"] = "context_compacted"
     strategy: Literal["shorten_tool_results", "summarise", "drop_oldest"]
@@ -121,6 +142,7 @@ class ContextCompacted(_Event):
     tokens_after: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetWarning(_Event):
     """A budget crossed its warning fraction (80 % by default)."""
 
@@ -130,6 +152,7 @@ class BudgetWarning(_Event):
     maximum: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutputRetry(_Event):
     """The final answer did not match the output type; the model was asked again."""
 
@@ -138,6 +161,7 @@ class OutputRetry(_Event):
     attempt: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     status: str
@@ -150,7 +174,7 @@ class RunFinished(_Event):
     duration: float
 
 
-Event = Annotated[
+Event: TypeAlias = (
     RunStarted
     | ModelRequested
     | TextDelta
@@ -163,15 +187,18 @@ Event = Annotated[
     | ContextCompacted
     | BudgetWarning
     | OutputRetry
-    | RunFinished,
-    Field(discriminator="type"),
-]
+    | RunFinished
+)
 
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+@cache
+def _event_adapter() -> TypeAdapter[Event]:
+    from pydantic import Field, TypeAdapter
+
+    return TypeAdapter(Annotated[Event, Field(discriminator="type")])  # type: ignore[arg-type]
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:
     """Parse an event from its JSON (text or decoded) back into its class."""
     if isinstance(data, dict):
-        return _EVENT.validate_python(data)
-    return _EVENT.validate_json(data)
+        return _event_adapter().validate_python(data)
+    return _event_adapter().validate_json(data)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+from dataclasses import dataclass, field
+
 
 __all__ = [
     "AssistantMessage",
@@ -33,18 +38,16 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TextPart(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextPart:
     """Plain text: a task, a thought, an answer, or a note from the loop."""
 
     type: Literal["text"] = "text"
     text: str
 
 
-class ToolCallPart(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallPart:
     """A tool call as the model made it.
 
     ``raw_args`` keeps the model's argument text when it was not a valid JSON object, so
@@ -54,11 +57,12 @@ class ToolCallPart(_Frozen):
     type: Literal["tool_call"] = "tool_call"
     id: str
     name: str
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
     raw_args: str | None = None
 
 
-class ToolResultPart(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResultPart:
     """The observation for one tool call, rendered to text for the model."""
 
     type: Literal["tool_result"] = "tool_result"
@@ -68,7 +72,8 @@ class ToolResultPart(_Frozen):
     is_error: bool = False
 
 
-class ImagePart(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePart:
     """An image, base64-encoded (PNG, JPEG, WebP or GIF)."""
 
     type: Literal["image"] = "image"
@@ -76,7 +81,8 @@ class ImagePart(_Frozen):
     data: str
 
 
-class DocumentPart(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentPart:
     """A document such as a PDF, base64-encoded, with its extracted text when known."""
 
     type: Literal["document"] = "document"
@@ -85,17 +91,13 @@ class DocumentPart(_Frozen):
     text: str | None = None
 
 
-UserPart = Annotated[
-    TextPart | ToolResultPart | ImagePart | DocumentPart, Field(discriminator="type")
-]
-AssistantPart = Annotated[TextPart | ToolCallPart, Field(discriminator="type")]
-Part = Annotated[
-    TextPart | ToolCallPart | ToolResultPart | ImagePart | DocumentPart,
-    Field(discriminator="type"),
-]
+UserPart: TypeAlias = TextPart | ToolResultPart | ImagePart | DocumentPart
+AssistantPart: TypeAlias = TextPart | ToolCallPart
+Part: TypeAlias = TextPart | ToolCallPart | ToolResultPart | ImagePart | DocumentPart
 
 
-class Usage(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
     """Token counts. ``input_tokens`` includes the cache read and cache write tokens."""
 
     requests: int = 0
@@ -118,14 +120,16 @@ class Usage(_Frozen):
         )
 
 
-class SystemMessage(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemMessage:
     """Instructions for the model; at most one, first in the list."""
 
     role: Literal["system"] = "system"
     content: str
 
 
-class UserMessage(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserMessage:
     """What the user (or the loop, for tool results and notes) says to the model."""
 
     role: Literal["user"] = "user"
@@ -136,7 +140,8 @@ class UserMessage(_Frozen):
         return cls(parts=(TextPart(text=text),))
 
 
-class AssistantMessage(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssistantMessage:
     """One model response: text (the thought or the answer) and tool calls.
 
     ``finish_reason`` is normalised: ``stop``, ``tool_calls``, ``max_tokens`` or the
@@ -145,7 +150,7 @@ class AssistantMessage(_Frozen):
 
     role: Literal["assistant"] = "assistant"
     parts: tuple[AssistantPart, ...]
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)
     model_name: str | None = None
     finish_reason: str | None = None
 
@@ -158,12 +163,11 @@ class AssistantMessage(_Frozen):
         return [p for p in self.parts if isinstance(p, ToolCallPart)]
 
 
-Message = Annotated[
-    SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")
-]
+Message: TypeAlias = SystemMessage | UserMessage | AssistantMessage
 
 
-class ToolDefinition(_Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolDefinition:
     """What a model is told about a tool: its name, description and JSON schema."""
 
     name: str
@@ -171,19 +175,23 @@ class ToolDefinition(_Frozen):
     parameters: dict[str, Any]
 
 
-_MESSAGES = TypeAdapter(list[Message])
+@cache
+def _messages_adapter() -> TypeAdapter[list[Message]]:
+    from pydantic import Field, TypeAdapter
+
+    return TypeAdapter(list[Annotated[Message, Field(discriminator="role")]])
 
 
 def dump_messages(messages: Iterable[Message], *, indent: int | None = None) -> str:
     """Serialise messages to JSON; :func:`load_messages` gives them back exactly."""
-    return _MESSAGES.dump_json(list(messages), indent=indent).decode()
+    return _messages_adapter().dump_json(list(messages), indent=indent).decode()
 
 
 def load_messages(data: str | bytes | Sequence[Any]) -> list[Message]:
     """Parse messages from JSON text or from already-decoded JSON data."""
     if isinstance(data, (str, bytes)):
-        return _MESSAGES.validate_json(data)
-    return _MESSAGES.validate_python(list(data))
+        return _messages_adapter().validate_json(data)
+    return _messages_adapter().validate_python(list(data))
 
 
 def args_json(args: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Literal, TypeAlias
 
 from pydantic_core import to_jsonable_python
@@ -52,7 +52,7 @@ class RunResult(Generic[OutputT]):
             "output": to_jsonable_python(self.output),
             "error": self.error,
             "detail": self.detail,
-            "usage": self.usage.model_dump(),
+            "usage": asdict(self.usage),
             "cost_usd": self.cost_usd,
             "steps": self.steps,
             "tool_calls": self.tool_calls,

@@ -54,7 +54,7 @@ class ToolContext(Generic[DepsT]):
 
 
 class _ArgsBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -183,7 +183,9 @@ class AnthropicModel:
             params["tools"] = _wire_tools(tools)
             params["tool_choice"] = _tool_choice(settings.tool_choice)
         if settings.temperature is not None:
-            params["temperature"] = settings.temperature
+            # SDK 1.0 dropped the sampling keywords; the API takes them on models that
+            # support them (newer ones reject them: then the user sees that 400).
+            params["extra_body"] = {"temperature": settings.temperature}
         if settings.stop_sequences:
             params["stop_sequences"] = list(settings.stop_sequences)
         return params
@@ -246,8 +248,7 @@ def _assistant_block(part: AssistantPart) -> Block | None:
 
 def _wire_tools(tools: Sequence[ToolDefinition]) -> list[Block]:
     wire: list[Block] = [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters}
-        for t in tools
+        {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools
     ]
     wire[-1]["cache_control"] = dict(_EPHEMERAL)
     return wire
@@ -313,7 +314,10 @@ def _parse_message(response: WireMessage, model_name: str) -> AssistantMessage:
     return AssistantMessage(
         parts=tuple(parts),
         usage=_usage(
-            u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
         ),
         model_name=response.model or model_name,
         finish_reason=_finish(response.stop_reason),

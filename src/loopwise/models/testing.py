@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from ..context import estimate_tokens, tools_tokens
@@ -135,8 +135,7 @@ class _TestModelBase:
     def _to_message(self, turn: Turn, messages: Sequence[Message],
                     tools: Sequence[ToolDefinition]) -> AssistantMessage:
         if isinstance(turn, AssistantMessage):
-            return turn if turn.model_name else turn.model_copy(
-                update={"model_name": self._model_name})
+            return turn if turn.model_name else replace(turn, model_name=self._model_name)
         items: Sequence[str | ScriptedCall]
         items = [turn] if isinstance(turn, (str, ScriptedCall)) else turn
         parts: list[AssistantPart] = []
@@ -161,7 +160,7 @@ class _TestModelBase:
             input_tokens=sum(estimate_tokens(m) for m in messages) + tools_tokens(tools),
             output_tokens=estimate_tokens(message),
         )
-        return message.model_copy(update={"usage": usage})
+        return replace(message, usage=usage)
 
 
 class ScriptedModel(_TestModelBase):
