@@ -7,7 +7,14 @@ import time
 import pytest
 
 from loopwise import DEFAULT_SYSTEM_PROMPT, Agent, SystemMessage, ToolResultPart, tool
-from loopwise.events import ModelText, RunFinished, RunStarted, ToolCalled, ToolResulted, parse_event
+from loopwise.events import (
+    ModelText,
+    RunFinished,
+    RunStarted,
+    ToolCalled,
+    ToolResulted,
+    parse_event,
+)
 from loopwise.models.testing import FunctionModel, ScriptedModel, call, raw_call
 
 
@@ -84,9 +91,7 @@ def test_tool_exception_becomes_error_observation() -> None:
     model = ScriptedModel([call("read", path="/x"), "The file does not exist."])
     result = Agent(model, tools=[read]).run_sync("read /x")
     assert result.status == "completed"
-    assert results_of(model, 1)[0].content.startswith(
-        "ERROR: FileNotFoundError: no such file: /x."
-    )
+    assert results_of(model, 1)[0].content.startswith("ERROR: FileNotFoundError: no such file: /x.")
 
 
 def test_empty_tool_result_says_so() -> None:
@@ -140,8 +145,15 @@ def test_events_are_json_and_carry_run_step_time() -> None:
 
     events = asyncio.run(collect())
     kinds = [type(e).__name__ for e in events]
-    for needed in ("RunStarted", "ModelRequested", "ModelText", "ToolCalled", "ToolResulted",
-                   "ModelResponded", "RunFinished"):
+    for needed in (
+        "RunStarted",
+        "ModelRequested",
+        "ModelText",
+        "ToolCalled",
+        "ToolResulted",
+        "ModelResponded",
+        "RunFinished",
+    ):
         assert needed in kinds
     for e in events:
         data = json.loads(e.to_json())  # type: ignore[attr-defined]

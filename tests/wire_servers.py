@@ -131,7 +131,9 @@ class WireServer:
         self._ids = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -316,7 +318,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
         for call_id, call in calls:
-            content.append({"type": "tool_use", "id": call_id, "name": call.name, "input": call.args})
+            content.append(
+                {"type": "tool_use", "id": call_id, "name": call.name, "input": call.args}
+            )
         self._json(200, {**message, "content": content, "stop_reason": stop}, reply.headers)
 
     def _anthropic_stream(

@@ -69,7 +69,7 @@ class Agent(Generic[DepsT, OutputT]):
         output_retries: int = 3,
         loop_policy: LoopPolicy | None = None,
         context_policy: ContextPolicy | None = None,
-        deps_type: type[DepsT] = type(None),  # type: ignore[assignment]
+        deps_type: type[DepsT] | None = None,
     ):
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}.")
@@ -118,8 +118,17 @@ class Agent(Generic[DepsT, OutputT]):
         ends the run as ``cancelled`` when set; ``model`` and ``budget`` override the
         agent's for this run.
         """
-        stream = self.stream(input, deps=deps, messages=messages, model=model, budget=budget,
-                             cancel=cancel, run_id=run_id, metadata=metadata, text_deltas=False)
+        stream = self.stream(
+            input,
+            deps=deps,
+            messages=messages,
+            model=model,
+            budget=budget,
+            cancel=cancel,
+            run_id=run_id,
+            metadata=metadata,
+            text_deltas=False,
+        )
         async for _ in stream:
             pass
         return stream.result
@@ -147,9 +156,17 @@ class Agent(Generic[DepsT, OutputT]):
     ) -> AgentStream[OutputT]:
         """Run the agent, yielding its events as they happen; ``.result`` at the end."""
         history = self._history(input, messages)
-        return self._start(history, deps=deps, model=model, budget=budget, cancel=cancel,
-                           run_id=run_id, metadata=metadata, text_deltas=text_deltas,
-                           input_text=_input_text(input))
+        return self._start(
+            history,
+            deps=deps,
+            model=model,
+            budget=budget,
+            cancel=cancel,
+            run_id=run_id,
+            metadata=metadata,
+            text_deltas=text_deltas,
+            input_text=_input_text(input),
+        )
 
     async def resume(
         self,
@@ -164,8 +181,7 @@ class Agent(Generic[DepsT, OutputT]):
         ``decisions`` maps each pending call id to ``Approve()`` / ``Reject(reason)`` (or
         ``True``/``False``). Usage, cost and steps carry on from ``result``.
         """
-        stream = self.resume_stream(result, decisions, deps=deps, cancel=cancel,
-                                    text_deltas=False)
+        stream = self.resume_stream(result, decisions, deps=deps, cancel=cancel, text_deltas=False)
         async for _ in stream:
             pass
         return stream.result
@@ -181,25 +197,37 @@ class Agent(Generic[DepsT, OutputT]):
     ) -> AgentStream[OutputT]:
         """:meth:`resume`, yielding events."""
         if result.status != "input_required":
-            raise UsageError(f"Only an input_required run can be resumed; this one is "
-                             f"{result.status}.")
+            raise UsageError(
+                f"Only an input_required run can be resumed; this one is {result.status}."
+            )
         pending = {p.call_id for p in result.pending_approvals}
         unknown = set(decisions) - pending
         if unknown:
-            raise UsageError(f"No pending call has the id(s) {sorted(unknown)}; pending: "
-                             f"{sorted(pending)}.")
+            raise UsageError(
+                f"No pending call has the id(s) {sorted(unknown)}; pending: {sorted(pending)}."
+            )
         missing = pending - set(decisions)
         if missing:
-            raise UsageError(f"A decision is needed for every pending call; missing: "
-                             f"{sorted(missing)}.")
+            raise UsageError(
+                f"A decision is needed for every pending call; missing: {sorted(missing)}."
+            )
         chosen: dict[str, Decision] = {
             k: v if isinstance(v, Approve | Reject) else (Approve() if v else Reject())
             for k, v in decisions.items()
         }
-        return self._start(History.of(result.messages), deps=deps, model=None, budget=None,
-                           cancel=cancel, run_id=result.run_id, metadata=None,
-                           text_deltas=text_deltas, input_text="(resumed)", decisions=chosen,
-                           prior=result)
+        return self._start(
+            History.of(result.messages),
+            deps=deps,
+            model=None,
+            budget=None,
+            cancel=cancel,
+            run_id=result.run_id,
+            metadata=None,
+            text_deltas=text_deltas,
+            input_text="(resumed)",
+            decisions=chosen,
+            prior=result,
+        )
 
     # -- internals -------------------------------------------------------------------
 
@@ -207,15 +235,13 @@ class Agent(Generic[DepsT, OutputT]):
         if override is not None:
             return infer_model(override)
         if self._resolved is None:
-            self._resolved = infer_model(self.model if self.model is not None
-                                         else default_model())
+            self._resolved = infer_model(self.model if self.model is not None else default_model())
         return self._resolved
 
     def _history(self, input: Input, messages: Sequence[Message] | None) -> History:
         history = History.of(messages or ())
         if not any(isinstance(m, SystemMessage) for m in history.messages):
-            history.messages.insert(0, SystemMessage(content=self.system or
-                                                     DEFAULT_SYSTEM_PROMPT))
+            history.messages.insert(0, SystemMessage(content=self.system or DEFAULT_SYSTEM_PROMPT))
             history = History.of(history.messages)
         parts: tuple[UserPart, ...]
         if isinstance(input, str):
@@ -244,12 +270,18 @@ class Agent(Generic[DepsT, OutputT]):
     ) -> AgentStream[OutputT]:
         resolved = self._model(model)
         budget = budget or self.budget
-        pricer = pricer_for(resolved.provider, resolved.model_name, self.price,
-                            required=budget.max_usd is not None)
+        pricer = pricer_for(
+            resolved.provider, resolved.model_name, self.price, required=budget.max_usd is not None
+        )
         tracker = BudgetTracker(budget=budget, max_steps=self.max_steps, pricer=pricer)
         if prior is not None:
-            tracker = replace(tracker, usage=prior.usage, cost_usd=prior.cost_usd,
-                              steps=prior.steps, tool_calls=prior.tool_calls)
+            tracker = replace(
+                tracker,
+                usage=prior.usage,
+                cost_usd=prior.cost_usd,
+                steps=prior.steps,
+                tool_calls=prior.tool_calls,
+            )
         cfg = RunConfig(
             run_id=run_id or f"run_{uuid.uuid4().hex}",
             agent_name=self.name,
@@ -266,8 +298,12 @@ class Agent(Generic[DepsT, OutputT]):
             stream_text=text_deltas,
             metadata=metadata or {},
         )
-        state = RunState(history=history, tracker=tracker,
-                         detector=LoopDetector(self.loop_policy), decisions=decisions or {})
+        state = RunState(
+            history=history,
+            tracker=tracker,
+            detector=LoopDetector(self.loop_policy),
+            decisions=decisions or {},
+        )
         return AgentStream(cfg, state, input_text)
 
 
@@ -282,10 +318,13 @@ class AgentStream(Generic[OutputT]):
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         cfg = self._cfg
-        yield RunStarted(run_id=cfg.run_id, step=self._state.tracker.steps,
-                         agent=cfg.agent_name,
-                         model=f"{cfg.model.provider}:{cfg.model.model_name}",
-                         input=self._input)
+        yield RunStarted(
+            run_id=cfg.run_id,
+            step=self._state.tracker.steps,
+            agent=cfg.agent_name,
+            model=f"{cfg.model.provider}:{cfg.model.model_name}",
+            input=self._input,
+        )
         async for event in run_steps(cfg, self._state):
             yield event
 
@@ -299,8 +338,10 @@ class AgentStream(Generic[OutputT]):
 def _check_model_string(model: str) -> None:
     provider, sep, name = model.partition(":")
     if not sep or not name or not provider:
-        raise UsageError(f"Model {model!r} is not of the form 'provider:model', for example "
-                         "'anthropic:claude-sonnet-4-6'.")
+        raise UsageError(
+            f"Model {model!r} is not of the form 'provider:model', for example "
+            "'anthropic:claude-sonnet-4-6'."
+        )
 
 
 def _input_text(input: Input) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-__all__ = ["Approve", "ApprovalCallback", "ApprovalRequest", "Decision", "Reject"]
+__all__ = ["ApprovalCallback", "ApprovalRequest", "Approve", "Decision", "Reject"]
 
 
 @dataclass(frozen=True, slots=True)

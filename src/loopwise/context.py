@@ -26,6 +26,7 @@ from .messages import (
     ToolDefinition,
     ToolResultPart,
     UserMessage,
+    UserPart,
 )
 
 __all__ = ["ContextOverflow", "ContextPolicy", "History", "estimate_tokens", "fit"]
@@ -80,9 +81,7 @@ def estimate_tokens(message: Message) -> int:
 
 
 def tools_tokens(tools: Sequence[ToolDefinition]) -> int:
-    return sum(
-        _text_tokens(t.name + t.description + json.dumps(t.parameters)) + 8 for t in tools
-    )
+    return sum(_text_tokens(t.name + t.description + json.dumps(t.parameters)) + 8 for t in tools)
 
 
 @dataclass(slots=True)
@@ -202,7 +201,7 @@ async def _shorten(history: History, goal: int, policy: ContextPolicy) -> bool:
 def _shorten_message(history: History, index: int, *, limit: int) -> bool:
     message = history.messages[index]
     assert isinstance(message, UserMessage)
-    parts = []
+    parts: list[UserPart] = []
     changed = False
     for p in message.parts:
         if isinstance(p, ToolResultPart) and len(p.content) > limit + 80:

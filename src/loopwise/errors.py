@@ -31,7 +31,7 @@ class ModelError(LoopwiseError):
         self.retryable = retryable
 
 
-class ModelRetry(Exception):  # noqa: N818 - named for what it asks for, like pydantic-ai's
+class ModelRetry(Exception):
     """Raise inside a tool to send ``message`` back to the model so it can try again.
 
     Unlike other exceptions it is shown without the exception type: it is an instruction

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 from dataclasses import dataclass, field
 
-
 from .messages import Usage
 
 __all__ = [
@@ -45,7 +44,8 @@ class _Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as plain JSON data (``parse_event`` reads it back)."""
-        return _event_adapter().dump_python(self, mode="json")  # type: ignore[arg-type]
+        data: dict[str, Any] = _event_adapter().dump_python(self, mode="json")  # type: ignore[arg-type]
+        return data
 
     def to_json(self) -> str:
         return _event_adapter().dump_json(self).decode()  # type: ignore[arg-type]
@@ -190,11 +190,12 @@ Event: TypeAlias = (
     | RunFinished
 )
 
+
 @cache
 def _event_adapter() -> TypeAdapter[Event]:
     from pydantic import Field, TypeAdapter
 
-    return TypeAdapter(Annotated[Event, Field(discriminator="type")])  # type: ignore[arg-type]
+    return TypeAdapter(Annotated[Event, Field(discriminator="type")])
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:

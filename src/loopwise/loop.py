@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 from .approval import ApprovalCallback, ApprovalRequest, Decision
 from .context import ContextOverflow, ContextPolicy, History, fit, tools_tokens, transcript
@@ -211,8 +211,7 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
         )
     calls = response.tool_calls
     if response.text:
-        yield ModelText(run_id=cfg.run_id, step=tracker.steps, text=response.text,
-                        final=not calls)
+        yield ModelText(run_id=cfg.run_id, step=tracker.steps, text=response.text, final=not calls)
     async for event in _end_turn(cfg, state, _decide(cfg, response)):
         yield event
 
@@ -258,7 +257,10 @@ async def _retry_output(cfg: RunConfig, state: RunState, feedback: str) -> Async
     )
     if state.output_attempts > cfg.output_retries:
         _finish(
-            cfg, state, "failed", "invalid_output",
+            cfg,
+            state,
+            "failed",
+            "invalid_output",
             f"the final answer was still invalid after {cfg.output_retries} retries: {feedback}",
         )
         return
@@ -289,28 +291,48 @@ async def _run_calls(
     tracker = state.tracker
     done = {r.call_id for r in previous}
     todo = [c for c in calls if c.id not in done]
-    finals = {c.id: _final_answer_result(cfg, state, c)
-              for c in todo if c.name == FINAL_ANSWER_TOOL and cfg.output.tool is not None}
+    finals = {
+        c.id: _final_answer_result(cfg, state, c)
+        for c in todo
+        if c.name == FINAL_ANSWER_TOOL and cfg.output.tool is not None
+    }
     todo = [c for c in todo if c.id not in finals]
     stop = tracker.check_tool_calls(len(todo))
     if stop is not None:
         _finish(cfg, state, "incomplete", stop.reason, stop.detail)
         return
-    batch = await prepare(todo, cfg.tools, run_id=cfg.run_id, decisions=state.decisions,
-                          approve=cfg.approve)
+    batch = await prepare(
+        todo, cfg.tools, run_id=cfg.run_id, decisions=state.decisions, approve=cfg.approve
+    )
     state.decisions.clear()
     for o in batch.outcomes:
         if not o.pending:
-            yield ToolCalled(run_id=cfg.run_id, step=tracker.steps, call_id=o.call.id,
-                             name=o.call.name, args=o.call.args)
+            yield ToolCalled(
+                run_id=cfg.run_id,
+                step=tracker.steps,
+                call_id=o.call.id,
+                name=o.call.name,
+                args=o.call.args,
+            )
     tracker.tool_calls += sum(1 for o in batch.outcomes if not o.pending)
-    await _guard(cfg, state, run_prepared(batch, run_id=cfg.run_id, step=tracker.steps,
-                                          deps=cfg.deps, metadata=cfg.metadata))
+    await _guard(
+        cfg,
+        state,
+        run_prepared(
+            batch, run_id=cfg.run_id, step=tracker.steps, deps=cfg.deps, metadata=cfg.metadata
+        ),
+    )
     for o in batch.outcomes:
         if o.result is not None:
-            yield ToolResulted(run_id=cfg.run_id, step=tracker.steps, call_id=o.call.id,
-                               name=o.call.name, content=o.result.content,
-                               is_error=o.result.is_error, duration=o.duration)
+            yield ToolResulted(
+                run_id=cfg.run_id,
+                step=tracker.steps,
+                call_id=o.call.id,
+                name=o.call.name,
+                content=o.result.content,
+                is_error=o.result.is_error,
+                duration=o.duration,
+            )
     by_id = {r.call_id: r for r in [*previous, *batch.results, *finals.values()]}
     results = [by_id[c.id] for c in calls if c.id in by_id]
     async for event in _record_results(cfg, state, calls, results, batch):
@@ -330,25 +352,48 @@ async def _record_results(
         if parts:
             state.history.append(UserMessage(parts=tuple(parts)))
         for o in pending:
-            yield ApprovalRequested(run_id=cfg.run_id, step=state.tracker.steps,
-                                    call_id=o.call.id, name=o.call.name, args=o.call.args)
-        _finish(cfg, state, "input_required", "approval_required", None,
-                pending=[ApprovalRequest(cfg.run_id, o.call.id, o.call.name, dict(o.call.args))
-                         for o in pending])
+            yield ApprovalRequested(
+                run_id=cfg.run_id,
+                step=state.tracker.steps,
+                call_id=o.call.id,
+                name=o.call.name,
+                args=o.call.args,
+            )
+        _finish(
+            cfg,
+            state,
+            "input_required",
+            "approval_required",
+            None,
+            pending=[
+                ApprovalRequest(cfg.run_id, o.call.id, o.call.name, dict(o.call.args))
+                for o in pending
+            ],
+        )
         return
     finding = state.detector.observe(calls, results)
     if finding is not None:
-        action = "stop" if finding.stop else "nudge"
-        yield LoopDetected(run_id=cfg.run_id, step=state.tracker.steps, kind=finding.kind,
-                           detail=finding.detail, action=action)
+        action: Literal["nudge", "stop"] = "stop" if finding.stop else "nudge"
+        yield LoopDetected(
+            run_id=cfg.run_id,
+            step=state.tracker.steps,
+            kind=finding.kind,
+            detail=finding.detail,
+            action=action,
+        )
         if not finding.stop:
             parts.append(TextPart(text=state.detector.nudge(finding)))
     state.history.append(UserMessage(parts=tuple(parts)))
     if finding is not None and finding.stop:
         _finish(cfg, state, "incomplete", "loop", finding.detail)
     elif state.output_attempts > cfg.output_retries:
-        _finish(cfg, state, "failed", "invalid_output",
-                f"the final answer was still invalid after {cfg.output_retries} retries")
+        _finish(
+            cfg,
+            state,
+            "failed",
+            "invalid_output",
+            f"the final answer was still invalid after {cfg.output_retries} retries",
+        )
 
 
 async def _finish_pending_calls(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
@@ -362,8 +407,13 @@ async def _finish_pending_calls(cfg: RunConfig, state: RunState) -> AsyncIterato
     assistant = msgs[last_assistant]
     assert isinstance(assistant, AssistantMessage)
     calls = assistant.tool_calls
-    previous = [p for m in msgs[last_assistant + 1 :] if isinstance(m, UserMessage)
-                for p in m.parts if isinstance(p, ToolResultPart)]
+    previous = [
+        p
+        for m in msgs[last_assistant + 1 :]
+        if isinstance(m, UserMessage)
+        for p in m.parts
+        if isinstance(p, ToolResultPart)
+    ]
     if not calls or len(previous) >= len(calls):
         return
     state.history.splice(last_assistant + 1, len(msgs), [])
@@ -385,8 +435,13 @@ async def _fit_context(cfg: RunConfig, state: RunState, extra: int) -> AsyncIter
         summarise=summarise,
     )
     for c in done:
-        yield ContextCompacted(run_id=cfg.run_id, step=state.tracker.steps, strategy=c.strategy,  # type: ignore[arg-type]
-                               tokens_before=c.tokens_before, tokens_after=c.tokens_after)
+        yield ContextCompacted(
+            run_id=cfg.run_id,
+            step=state.tracker.steps,
+            strategy=c.strategy,  # type: ignore[arg-type]
+            tokens_before=c.tokens_before,
+            tokens_after=c.tokens_after,
+        )
 
 
 async def _summarise(cfg: RunConfig, state: RunState, messages: list[Message]) -> str | None:

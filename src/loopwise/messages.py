@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 from dataclasses import dataclass, field
 
-
 __all__ = [
     "AssistantMessage",
     "AssistantPart",

@@ -22,7 +22,7 @@ T = TypeVar("T")
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-class InvalidOutput(Exception):  # noqa: N818 - a signal for the loop, not for users
+class InvalidOutput(Exception):
     """The model's answer does not match the output type; ``message`` is for the model."""
 
     def __init__(self, message: str):

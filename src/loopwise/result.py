@@ -22,10 +22,11 @@ RunStatus: TypeAlias = Literal["completed", "incomplete", "failed", "input_requi
 class RunResult(Generic[OutputT]):
     """What a run produced.
 
-    ``status`` is ``completed``, ``incomplete`` (a limit stopped it: see ``stop_reason``),
-    ``failed`` (see ``error``), ``input_required`` (calls in ``pending_approvals`` wait for
-    a decision) or ``cancelled``; ``detail`` says which limit stopped it and how. ``output`` is set only when completed. ``messages`` is
-    the whole transcript; it round-trips through JSON (``dump_messages``/``load_messages``).
+    ``status`` is ``completed``, ``incomplete`` (a limit stopped it: see ``stop_reason``
+    and ``detail``), ``failed`` (see ``error``), ``input_required`` (calls in
+    ``pending_approvals`` wait for a decision) or ``cancelled``. ``output`` is set only
+    when completed. ``messages`` is the whole transcript; it round-trips through JSON
+    (``dump_messages``/``load_messages``).
     """
 
     run_id: str

@@ -152,13 +152,16 @@ def tool(
     return build
 
 
-def _build_tool(fn: Callable[..., Any], *, name: str | None, description: str | None,
-                **policy: Any) -> Tool:
+def _build_tool(
+    fn: Callable[..., Any], *, name: str | None, description: str | None, **policy: Any
+) -> Tool:
     summary, param_docs = _parse_docstring(fn)
     try:
         hints = get_type_hints(fn)
     except NameError as exc:
-        raise UsageError(f"Tool {fn.__name__!r} has a type hint that cannot be resolved: {exc}")
+        raise UsageError(
+            f"Tool {fn.__name__!r} has a type hint that cannot be resolved: {exc}"
+        ) from None
     fields: dict[str, Any] = {}
     context_param: str | None = None
     for pname, param in inspect.signature(fn).parameters.items():

@@ -101,8 +101,9 @@ class _TestModelBase:
     def context_window(self) -> int | None:
         return self._context_window
 
-    async def _next_turn(self, messages: Sequence[Message],
-                         tools: Sequence[ToolDefinition]) -> Turn:
+    async def _next_turn(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> Turn:
         raise NotImplementedError
 
     async def request(
@@ -132,8 +133,9 @@ class _TestModelBase:
             yield word if i == len(words) - 1 else word + " "
         yield message
 
-    def _to_message(self, turn: Turn, messages: Sequence[Message],
-                    tools: Sequence[ToolDefinition]) -> AssistantMessage:
+    def _to_message(
+        self, turn: Turn, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> AssistantMessage:
         if isinstance(turn, AssistantMessage):
             return turn if turn.model_name else replace(turn, model_name=self._model_name)
         items: Sequence[str | ScriptedCall]
@@ -143,12 +145,14 @@ class _TestModelBase:
             if isinstance(item, str):
                 parts.append(TextPart(text=item))
             else:
-                parts.append(ToolCallPart(
-                    id=item.id or f"call_{self._calls}_{i}",
-                    name=item.name,
-                    args={} if item.raw_args is not None else dict(item.args),
-                    raw_args=item.raw_args,
-                ))
+                parts.append(
+                    ToolCallPart(
+                        id=item.id or f"call_{self._calls}_{i}",
+                        name=item.name,
+                        args={} if item.raw_args is not None else dict(item.args),
+                        raw_args=item.raw_args,
+                    )
+                )
         has_calls = any(isinstance(p, ToolCallPart) for p in parts)
         message = AssistantMessage(
             parts=tuple(parts),
@@ -183,8 +187,9 @@ class ScriptedModel(_TestModelBase):
         super().__init__(model_name, context_window, latency)
         self.turns = list(turns)
 
-    async def _next_turn(self, messages: Sequence[Message],
-                         tools: Sequence[ToolDefinition]) -> Turn:
+    async def _next_turn(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> Turn:
         if self._calls >= len(self.turns):
             raise ModelError(
                 f"ScriptedModel ran out of turns: it has {len(self.turns)} and the run asked "
@@ -193,9 +198,7 @@ class ScriptedModel(_TestModelBase):
         return self.turns[self._calls]
 
 
-TurnFunction: TypeAlias = Callable[
-    [list[Message], list[ToolDefinition]], "Turn | Awaitable[Turn]"
-]
+TurnFunction: TypeAlias = Callable[[list[Message], list[ToolDefinition]], "Turn | Awaitable[Turn]"]
 
 
 class FunctionModel(_TestModelBase):
@@ -212,8 +215,9 @@ class FunctionModel(_TestModelBase):
         super().__init__(model_name, context_window, latency)
         self.function = function
 
-    async def _next_turn(self, messages: Sequence[Message],
-                         tools: Sequence[ToolDefinition]) -> Turn:
+    async def _next_turn(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> Turn:
         turn = self.function(list(messages), list(tools))
         if inspect.isawaitable(turn):
             turn = await turn
@@ -223,4 +227,3 @@ class FunctionModel(_TestModelBase):
                 "call(...), a list of them, or an AssistantMessage."
             )
         return turn
-
