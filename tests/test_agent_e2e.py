@@ -46,7 +46,10 @@ def openai(server: WireServer) -> OpenAIModel:
 @pytest.mark.parametrize("make", [anthropic, openai])
 async def test_streamed_tool_call_run(server: WireServer, make: object) -> None:
     server.push(
-        Reply(text="Let me check the weather.", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}),)),
+        Reply(
+            text="Let me check the weather.",
+            tool_calls=(ToolCall("get_weather", {"city": "Oslo"}),),
+        ),
         Reply(text="It is 21 °C in Oslo.", input_tokens=200, output_tokens=12),
     )
     agent = Agent(make(server), tools=[get_weather])  # type: ignore[operator]
@@ -68,11 +71,22 @@ async def test_streamed_tool_call_run(server: WireServer, make: object) -> None:
 
 
 async def test_cache_tokens_are_priced(server: WireServer) -> None:
-    server.push(Reply(text="ok", input_tokens=100, output_tokens=10,
-                      cache_read_tokens=1000, cache_write_tokens=500))
+    server.push(
+        Reply(
+            text="ok",
+            input_tokens=100,
+            output_tokens=10,
+            cache_read_tokens=1000,
+            cache_write_tokens=500,
+        )
+    )
     result = await Agent(anthropic(server)).run("hi")
     usage = result.usage
-    assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (1600, 1000, 500)
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (
+        1600,
+        1000,
+        500,
+    )
     pricer = pricer_for("anthropic", "claude-sonnet-4-6")
     assert pricer is not None
     assert result.cost_usd == pytest.approx(pricer.cost(usage))
@@ -105,9 +119,14 @@ async def test_bad_request_fails_the_run_clearly(server: WireServer, make: objec
 
 
 async def test_budget_lowers_max_tokens_on_the_wire(server: WireServer) -> None:
-    server.push(Reply(tool_calls=(ToolCall("get_weather", {"city": "Rome"}),), input_tokens=500,
-                      output_tokens=50),
-                Reply(text="done"))
+    server.push(
+        Reply(
+            tool_calls=(ToolCall("get_weather", {"city": "Rome"}),),
+            input_tokens=500,
+            output_tokens=50,
+        ),
+        Reply(text="done"),
+    )
     agent = Agent(anthropic(server), tools=[get_weather], budget=Budget(max_tokens=2000))
     result = await agent.run("Weather in Rome?")
     assert result.status == "completed"

@@ -196,3 +196,15 @@ def test_run_sync_inside_a_loop_is_a_clear_error() -> None:
 
     with pytest.raises(UsageError, match="await run"):
         asyncio.run(inner())
+
+
+def test_unexpected_model_exception_fails_the_run_and_keeps_steps() -> None:
+    def brain(messages: list[object], tools: list[object]) -> object:
+        if len(messages) > 2:
+            raise KeyError("path")
+        return call("add", a=1, b=2)
+
+    result = Agent(FunctionModel(brain), tools=[add]).run_sync("go")  # type: ignore[arg-type]
+    assert (result.status, result.stop_reason) == ("failed", "error")
+    assert result.error == "KeyError: 'path'"
+    assert result.steps == 1 and len(result.messages) == 4  # the finished step is kept

@@ -79,12 +79,13 @@ class TextDelta(_Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelResponded(_Event):
-    """A model call finished: its usage, and the run's totals so far."""
+    """A model call finished: its usage and cost, and the run's totals so far."""
 
     type: Literal["model_response"] = "model_response"
     usage: Usage
-    total_usage: Usage
     cost_usd: float
+    total_usage: Usage
+    total_cost_usd: float
     finish_reason: str | None
     duration: float
 

@@ -9,6 +9,7 @@ are thin wrappers around :func:`run_steps`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ from .result import RunResult, RunStatus
 from .tools import Tool
 
 __all__ = ["RunConfig", "RunState", "run_steps"]
+
+logger = logging.getLogger("loopwise")
 
 
 @dataclass(slots=True)
@@ -137,6 +140,9 @@ async def run_steps(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
     except asyncio.CancelledError:
         _finish(cfg, state, "cancelled", "cancelled", None)
         raise
+    except Exception as exc:  # a bug in a model adapter or a callback: fail, keep the steps
+        logger.exception("run %s failed with an unexpected error", cfg.run_id)
+        _finish(cfg, state, "failed", "error", f"{type(exc).__name__}: {exc}")
     result = state.result
     assert result is not None
     yield RunFinished(
@@ -193,6 +199,7 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
             response = item
     assert response is not None
     tracker.steps += 1
+    spent_before = tracker.cost_usd
     tracker.record(response.usage)
     state.history.calibrate(estimate, response.usage.input_tokens)
     state.history.append(response)
@@ -200,8 +207,9 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
         run_id=cfg.run_id,
         step=tracker.steps,
         usage=response.usage,
+        cost_usd=tracker.cost_usd - spent_before,
         total_usage=tracker.usage,
-        cost_usd=tracker.cost_usd,
+        total_cost_usd=tracker.cost_usd,
         finish_reason=response.finish_reason,
         duration=time.perf_counter() - started,
     )

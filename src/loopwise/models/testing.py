@@ -128,7 +128,7 @@ class _TestModelBase:
     ) -> AsyncIterator[str | AssistantMessage]:
         """Stream the turn's text word by word, then the whole message."""
         message = await self.request(messages, tools, settings)
-        words = message.text.split(" ")
+        words = message.text.split(" ") if message.text else []
         for i, word in enumerate(words):
             yield word if i == len(words) - 1 else word + " "
         yield message

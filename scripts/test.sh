@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment and runs every check: lint, types, the test suite.
+# Needs only Python 3.11+ and pip. Usage: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "== ruff"; .venv/bin/ruff check src tests bench examples
+echo "== mypy (strict, src/)"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/pytest -q "$@"

@@ -1,0 +1,261 @@
+"""``loopwise`` commands. ``run`` runs an agent on a task, showing its work on stderr.
+
+Exit codes of ``run``: 0 completed, 1 failed, 2 usage error, 3 incomplete (a limit
+stopped it), 4 input required (a call waits for approval), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from .. import __version__
+from ..agent import Agent, AgentStream
+from ..errors import LoopwiseError, UsageError
+from ..limits import Budget
+from ..result import RunResult
+from .display import LiveDisplay
+
+__all__ = ["EXIT_CODES", "RunOptions", "app", "load_agent", "main"]
+
+EXIT_CODES = {
+    "completed": 0,
+    "failed": 1,
+    "incomplete": 3,
+    "input_required": 4,
+    "cancelled": 130,
+}
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="loopwise",
+    help="Autonomous, tool-using LLM agents: run them, watch them, stop them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The ``run`` command's flags, gathered so helpers take one argument."""
+
+    task: str
+    model: str | None = None
+    max_steps: int | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    timeout: float | None = None
+    agent: str | None = None
+    system: str | None = None
+    json: bool = False
+    verbose: bool = False
+
+    def budget_overrides(self) -> dict[str, Any]:
+        """The budget fields the flags set (only those given)."""
+        fields = {
+            "max_usd": self.budget_usd,
+            "max_tokens": self.budget_tokens,
+            "max_seconds": self.timeout,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What the agent should do.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="provider:model, e.g. anthropic:claude-sonnet-4-6.",
+            show_default=False,
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Most model calls (default 25).", min=1, show_default=False)
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Most USD to spend.", min=0, show_default=False)
+    ] = None,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(help="Most tokens (input + output) to use.", min=1, show_default=False),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Most seconds the run may take.", min=0, show_default=False),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="Your Agent to run, as module:attribute (flags override its settings).",
+            show_default=False,
+        ),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="The system prompt.", show_default=False)
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the live view even with --json.")
+    ] = False,
+) -> None:
+    """Run an agent on TASK: the live view goes to stderr, the answer to stdout."""
+    options = RunOptions(
+        task=task,
+        model=model,
+        max_steps=max_steps,
+        budget_usd=budget_usd,
+        budget_tokens=budget_tokens,
+        timeout=timeout,
+        agent=agent,
+        system=system,
+        json=json_output,
+        verbose=verbose,
+    )
+    raise typer.Exit(run_command(options))
+
+
+@app.command()
+def version() -> None:
+    """Print the version of loopwise."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``loopwise`` console script and ``python -m loopwise``."""
+    app(prog_name="loopwise")
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+def run_command(options: RunOptions) -> int:
+    """Run the task as ``options`` say; print the answer and messages; return the exit code."""
+    try:
+        agent = _build_agent(options)
+        stream = agent.stream(options.task, model=options.model, budget=_budget(agent, options))
+        display = LiveDisplay() if options.verbose or not options.json else None
+        result = asyncio.run(_consume(stream, display))
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except UsageError as exc:
+        _error(f"error: {exc}")
+        return EXIT_USAGE
+    except LoopwiseError as exc:
+        _error(f"error: {exc}")
+        return EXIT_CODES["failed"]
+    _report(result, options)
+    return EXIT_CODES[result.status]
+
+
+async def _consume(stream: AgentStream[Any], display: LiveDisplay | None) -> RunResult[Any]:
+    async for event in stream:
+        if display is not None:
+            display.handle(event)
+    return stream.result
+
+
+def _build_agent(options: RunOptions) -> Agent[Any, Any]:
+    """The user's agent (a copy, with the flags applied) or a plain one without tools."""
+    if options.agent is None:
+        agent: Agent[Any, Any] = Agent(options.model)
+    else:
+        agent = copy.copy(load_agent(options.agent))
+    if options.max_steps is not None:
+        agent.max_steps = options.max_steps
+    if options.system is not None:
+        agent.system = options.system
+    return agent
+
+
+def _budget(agent: Agent[Any, Any], options: RunOptions) -> Budget | None:
+    overrides = options.budget_overrides()
+    return dataclasses.replace(agent.budget, **overrides) if overrides else None
+
+
+def load_agent(spec: str) -> Agent[Any, Any]:
+    """Import ``module:attribute`` and return the :class:`Agent` found there.
+
+    The working directory is importable, as it is for ``python -m``. Raises
+    :class:`UsageError` saying what is wrong when the spec does not lead to an Agent.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(
+            f"--agent {spec!r} is not of the form module:attribute, for example "
+            "myproject.agents:researcher."
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"--agent {spec!r}: there is no module {module_name!r}; check the "
+                "name and that its directory is on PYTHONPATH."
+            ) from None
+        raise UsageError(f"--agent {spec!r}: importing {module_name!r} failed: {exc}.") from None
+    except Exception as exc:
+        raise UsageError(
+            f"--agent {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        found = functools.reduce(getattr, attr.split("."), module)
+    except AttributeError:
+        raise UsageError(
+            f"--agent {spec!r}: module {module_name!r} has no attribute {attr!r}."
+        ) from None
+    if not isinstance(found, Agent):
+        raise UsageError(f"--agent {spec!r} is a {type(found).__name__}, not a loopwise Agent.")
+    return found
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _report(result: RunResult[Any], options: RunOptions) -> None:
+    """The answer (or the JSON summary) on stdout; why it did not complete on stderr."""
+    summary = result.summary()
+    if options.json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    elif result.status == "completed":
+        output = summary["output"]
+        typer.echo(
+            output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False)
+        )
+    match result.status:
+        case "failed":
+            _error(f"error: {result.error or result.stop_reason}")
+        case "incomplete":
+            detail = f": {result.detail}" if result.detail else ""
+            _error(f"incomplete: stopped by {result.stop_reason}{detail}")
+        case "input_required":
+            pending = ", ".join(f"{p.call_id} ({p.tool_name})" for p in result.pending_approvals)
+            _error(f"input required: approval is needed for {pending}")
+        case "cancelled":
+            _error("interrupted")
+        case "completed":
+            pass
+
+
+def _error(message: str) -> None:
+    """One line on stderr."""
+    typer.echo(" ".join(message.split()), err=True)
