@@ -75,11 +75,13 @@ class RunConfig:
     stream_text: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tool_defs: list[ToolDefinition] = field(default_factory=list)
+    tool_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.tool_defs = [t.definition() for t in self.tools.values()]
         if self.output.tool is not None:
             self.tool_defs.append(self.output.tool)
+        self.tool_tokens = tools_tokens(self.tool_defs)
 
 
 @dataclass(slots=True)
@@ -165,7 +167,7 @@ def _max_seconds(state: RunState) -> float | None:
 
 async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
     tracker = state.tracker
-    extra = tools_tokens(cfg.tool_defs)
+    extra = cfg.tool_tokens
     if cfg.context_window is not None:
         async for event in _fit_context(cfg, state, extra):
             yield event

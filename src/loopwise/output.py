@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ValidationError
 
 from .messages import ToolDefinition
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 __all__ = ["FINAL_ANSWER_TOOL", "InvalidOutput", "OutputSpec"]
 
@@ -36,6 +39,8 @@ class OutputSpec(Generic[T]):
     def __init__(self, output_type: type[T]):
         self.output_type = output_type
         self.is_text = output_type is str
+        from pydantic import TypeAdapter
+
         self._adapter: TypeAdapter[T] = TypeAdapter(output_type)
         self._wrapped = False
         self.tool: ToolDefinition | None = None

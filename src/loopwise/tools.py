@@ -13,13 +13,17 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_type_hints, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from pydantic_core import PydanticUndefined, to_jsonable_python
+from functools import cache
+
+from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
 
 from .errors import ModelRetry, UsageError
 from .messages import ToolDefinition
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
@@ -53,8 +57,15 @@ class ToolContext(Generic[DepsT]):
         return f"{self.run_id}:{self.call_id}"
 
 
-class _ArgsBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
+@cache
+def _args_base() -> type[BaseModel]:
+    """The base of every tool's argument model (pydantic is imported on first use)."""
+    from pydantic import BaseModel, ConfigDict
+
+    class ToolArguments(BaseModel):
+        model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    return ToolArguments
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -155,6 +166,8 @@ def tool(
 def _build_tool(
     fn: Callable[..., Any], *, name: str | None, description: str | None, **policy: Any
 ) -> Tool:
+    from pydantic import Field, create_model
+
     summary, param_docs = _parse_docstring(fn)
     try:
         hints = get_type_hints(fn)
@@ -174,7 +187,7 @@ def _build_tool(
         default = PydanticUndefined if param.default is param.empty else param.default
         fields[pname] = (annotation, Field(default, description=param_docs.get(pname)))
     tool_name = name or fn.__name__
-    args_model = create_model(f"{tool_name}_args", __base__=_ArgsBase, **fields)
+    args_model = create_model(f"{tool_name}_args", __base__=_args_base(), **fields)
     schema = args_model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
@@ -217,7 +230,7 @@ def render_result(value: Any, max_chars: int) -> str:
         return "(the tool returned no output)"
     if isinstance(value, str):
         text = value
-    elif isinstance(value, BaseModel):
+    elif hasattr(value, "model_dump_json") and hasattr(value, "model_fields"):
         text = value.model_dump_json()
     else:
         try:

@@ -88,6 +88,7 @@ class _TestModelBase:
         self.latency = latency
         self.requests: list[ScriptedRequest] = []
         self._calls = 0
+        self._token_cache: dict[int, tuple[object, int]] = {}
 
     @property
     def provider(self) -> str:
@@ -161,10 +162,26 @@ class _TestModelBase:
         )
         usage = Usage(
             requests=1,
-            input_tokens=sum(estimate_tokens(m) for m in messages) + tools_tokens(tools),
+            input_tokens=self._input_tokens(messages, tools),
             output_tokens=estimate_tokens(message),
         )
         return replace(message, usage=usage)
+
+    def _input_tokens(self, messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> int:
+        """Estimated input tokens, each message counted once (as a server's cache would)."""
+        total = 0
+        cache = self._token_cache
+        for item in (*messages, *tools):
+            hit = cache.get(id(item))
+            if hit is None or hit[0] is not item:
+                count = (
+                    tools_tokens([item])
+                    if isinstance(item, ToolDefinition)
+                    else estimate_tokens(item)
+                )
+                hit = cache[id(item)] = (item, count)
+            total += hit[1]
+        return total
 
 
 class ScriptedModel(_TestModelBase):
