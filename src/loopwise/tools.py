@@ -13,9 +13,8 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_type_hints, overload
-
 from functools import cache
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_type_hints, overload
 
 from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
 
@@ -230,7 +229,7 @@ def render_result(value: Any, max_chars: int) -> str:
         return "(the tool returned no output)"
     if isinstance(value, str):
         text = value
-    elif hasattr(value, "model_dump_json") and hasattr(value, "model_fields"):
+    elif hasattr(type(value), "model_fields") and hasattr(value, "model_dump_json"):
         text = value.model_dump_json()
     else:
         try:
