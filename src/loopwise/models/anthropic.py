@@ -28,7 +28,7 @@ from ..messages import (
     UserMessage,
 )
 from . import ModelSettings
-from .retry import RetryPolicy, parse_retry_after, with_retries
+from .retry import RetryPolicy, retry_after_from, with_retries
 
 try:
     import anthropic
@@ -406,22 +406,12 @@ class _StreamAssembler:
 # -- errors ---------------------------------------------------------------------------------
 
 
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
-
-
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
     """Whether a failure is transient (429, 5xx, 529, connection, timeout) and how long to wait."""
     if isinstance(exc, anthropic.APIStatusError):
         if exc.status_code == 200:  # an error event inside a stream
             return exc.type in _RETRYABLE_STREAM_ERRORS, None
-        return exc.status_code in _RETRYABLE_STATUS, _retry_after(exc.response.headers)
+        return exc.status_code in _RETRYABLE_STATUS, retry_after_from(exc.response.headers)
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
         return True, None
     return False, None

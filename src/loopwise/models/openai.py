@@ -31,7 +31,7 @@ from ..messages import (
     UserMessage,
 )
 from . import ModelSettings
-from .retry import RetryPolicy, parse_retry_after, with_retries
+from .retry import RetryPolicy, retry_after_from, with_retries
 
 try:
     import httpx2
@@ -447,20 +447,10 @@ class _ChunkAssembler:
 # -- errors ---------------------------------------------------------------------------------
 
 
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
-
-
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
     """Whether a failure is transient (429, 5xx, connection, timeout) and how long to wait."""
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRYABLE_STATUS, _retry_after(exc.response.headers)
+        return exc.status_code in _RETRYABLE_STATUS, retry_after_from(exc.response.headers)
     if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
         return True, None
     return False, None

@@ -7,9 +7,9 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-__all__ = ["RetryPolicy", "parse_retry_after", "with_retries"]
+__all__ = ["RetryPolicy", "parse_retry_after", "retry_after_from", "with_retries"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,21 @@ def parse_retry_after(value: str | None) -> float | None:
     import datetime as dt
 
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
+
+
+class _Headers(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+def retry_after_from(headers: _Headers) -> float | None:
+    """Seconds to wait from a response's ``retry-after-ms`` or ``retry-after`` header."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"))
 
 
 async def with_retries(
