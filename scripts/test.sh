@@ -8,5 +8,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[dev]"
 echo "== ruff"; .venv/bin/ruff check src tests bench examples
-echo "== mypy (strict, src/)"; .venv/bin/mypy
+echo "== mypy (strict, src/ and the type-level tests)"; .venv/bin/mypy && .venv/bin/mypy --strict tests/typed_agent.py
 echo "== pytest"; .venv/bin/pytest -q "$@"
