@@ -208,3 +208,22 @@ def test_unexpected_model_exception_fails_the_run_and_keeps_steps() -> None:
     assert (result.status, result.stop_reason) == ("failed", "error")
     assert result.error == "KeyError: 'path'"
     assert result.steps == 1 and len(result.messages) == 4  # the finished step is kept
+
+
+def test_repeated_call_ids_in_one_turn_are_made_unique() -> None:
+    from loopwise.models.testing import ScriptedCall
+
+    model = ScriptedModel(
+        [
+            [
+                ScriptedCall("add", {"a": 1, "b": 1}, id="call_0"),
+                ScriptedCall("add", {"a": 2, "b": 2}, id="call_0"),
+            ],
+            "ok",
+        ]
+    )
+    result = Agent(model, tools=[add]).run_sync("go")
+    assert result.status == "completed"
+    results = results_of(model, 1)
+    assert [r.content for r in results] == ["2", "4"]
+    assert len({r.call_id for r in results}) == 2

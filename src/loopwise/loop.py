@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, assert_never
 
 from .approval import ApprovalCallback, ApprovalRequest, Decision
@@ -37,6 +37,7 @@ from .execute import Batch, prepare, run_prepared
 from .limits import BudgetTracker, Stop
 from .messages import (
     AssistantMessage,
+    AssistantPart,
     Message,
     TextPart,
     ToolCallPart,
@@ -200,6 +201,7 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
         else:
             response = item
     assert response is not None
+    response = _unique_call_ids(response)
     tracker.steps += 1
     spent_before = tracker.cost_usd
     tracker.record(response.usage)
@@ -484,14 +486,35 @@ async def _call_model(
     messages = state.history.messages
     if cfg.stream_text and isinstance(cfg.model, StreamingModel):
         stream = cfg.model.stream(messages, cfg.tool_defs, settings)
-        while True:
-            try:
-                item = await _guard(cfg, state, anext(stream))
-            except StopAsyncIteration:
-                return
-            yield item
+        try:
+            while True:
+                try:
+                    item = await _guard(cfg, state, anext(stream))
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
     else:
         yield await _guard(cfg, state, cfg.model.request(messages, cfg.tool_defs, settings))
+
+
+def _unique_call_ids(response: AssistantMessage) -> AssistantMessage:
+    """Give repeated tool-call ids in one response distinct ids (some servers reuse them)."""
+    calls = response.tool_calls
+    if len({c.id for c in calls}) == len(calls):
+        return response
+    seen: set[str] = set()
+    parts: list[AssistantPart] = []
+    for i, p in enumerate(response.parts):
+        if isinstance(p, ToolCallPart):
+            if p.id in seen or not p.id:
+                p = replace(p, id=f"{p.id or 'call'}_{i}")
+            seen.add(p.id)
+        parts.append(p)
+    return replace(response, parts=tuple(parts))
 
 
 async def _guard(cfg: RunConfig, state: RunState, awaitable: Any) -> Any:
