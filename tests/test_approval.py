@@ -4,7 +4,16 @@ import asyncio
 
 import pytest
 
-from loopwise import Agent, ApprovalRequest, Approve, Reject, ToolResultPart, UsageError, tool
+from loopwise import (
+    Agent,
+    ApprovalRequest,
+    Approve,
+    Reject,
+    ToolContext,
+    ToolResultPart,
+    UsageError,
+    tool,
+)
 from loopwise.events import ApprovalRequested
 from loopwise.messages import dump_messages, load_messages
 from loopwise.models.testing import ScriptedModel, call
@@ -107,3 +116,38 @@ def test_approval_requested_event_and_smuggled_flag() -> None:
     # An extra "approved" argument is an invalid call, never an approval.
     assert not [e for e in events if isinstance(e, ApprovalRequested)]
     assert deleted == []
+
+
+existing = {"a.txt"}
+seen_approved: list[tuple[str, bool]] = []
+
+
+@tool(requires_approval=lambda args: args["path"] in existing)
+def save(ctx: ToolContext[None], path: str) -> str:
+    """Save a file; overwriting an existing one needs approval."""
+    seen_approved.append((path, ctx.approved))
+    return f"saved {path}"
+
+
+@tool(requires_approval=lambda args: args["missing"])
+def broken_rule(path: str) -> str:
+    """A tool whose approval rule raises."""
+    return path
+
+
+def test_approval_rule_on_arguments() -> None:
+    seen_approved.clear()
+    model = ScriptedModel([[call("save", path="new.txt"), call("save", path="a.txt")], "Done."])
+    agent = Agent(model, tools=[save])
+    paused = agent.run_sync("save both")
+    # The new file was not gated (it ran); only the overwrite waits.
+    [pending] = paused.pending_approvals
+    assert pending.args == {"path": "a.txt"} and seen_approved == [("new.txt", False)]
+    done = asyncio.run(agent.resume(paused, {pending.call_id: Approve()}))
+    assert done.status == "completed"
+    assert seen_approved == [("new.txt", False), ("a.txt", True)]
+
+
+def test_approval_rule_that_raises_asks() -> None:
+    assert broken_rule.needs_approval({"path": "x"}) is True
+    assert save.needs_approval({"path": "b.txt"}) is False

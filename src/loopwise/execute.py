@@ -38,6 +38,7 @@ class CallOutcome:
     args: dict[str, Any] = field(default_factory=dict)
     result: ToolResultPart | None = None
     pending: bool = False
+    approved: bool = False
     duration: float = 0.0
 
 
@@ -97,7 +98,7 @@ async def prepare(
     """Resolve every call and settle approvals (from ``decisions``, else the callback)."""
     outcomes = [_resolve(c, tools) for c in calls]
     for o in outcomes:
-        if o.tool is None or not o.tool.requires_approval:
+        if o.tool is None or not o.tool.needs_approval(o.args):
             continue
         decision = decisions.get(o.call.id)
         if decision is None and approve is not None:
@@ -115,6 +116,7 @@ async def prepare(
 
 def _apply(o: CallOutcome, decision: Decision) -> None:
     assert o.tool is not None
+    o.approved = isinstance(decision, Approve)
     if isinstance(decision, Reject):
         o.result = _error(
             o.call,
@@ -158,7 +160,9 @@ async def run_prepared(
     def context(o: CallOutcome) -> ToolContext[Any] | None:
         if o.tool is None or o.tool.context_param is None:
             return None
-        return ToolContext(run_id, o.call.id, o.call.name, step, deps, metadata)
+        return ToolContext(
+            run_id, o.call.id, o.call.name, step, deps, metadata, approved=o.approved
+        )
 
     if len(runnable) == 1:
         await _run_one(runnable[0], context(runnable[0]))

@@ -14,7 +14,16 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    TypeAlias,
+    TypeVar,
+    cast,
+    get_type_hints,
+    overload,
+)
 
 from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
 
@@ -34,6 +43,7 @@ __all__ = [
 
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 DepsT = TypeVar("DepsT")
+ApprovalRule: TypeAlias = "bool | Callable[[dict[str, Any]], bool]"
 
 
 @dataclass(slots=True)
@@ -50,6 +60,8 @@ class ToolContext(Generic[DepsT]):
     step: int
     deps: DepsT
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    approved: bool = False
+    """True when a human approved this very call (the tool needed approval for these args)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -71,7 +83,9 @@ def _args_base() -> type[BaseModel]:
 class Tool:
     """A callable the model can use, with its schema, validator and execution policy.
 
-    ``requires_approval`` stops the run for a human decision before the call runs;
+    ``requires_approval`` stops the run for a human decision before the call runs; it may
+    be a predicate on the validated arguments (approval only for some calls, e.g. writes
+    that overwrite an existing file);
     ``timeout`` (seconds) bounds one call; ``max_output_chars`` bounds what the model sees;
     ``idempotent`` says a repeat (after a crash) is harmless.
     """
@@ -81,7 +95,7 @@ class Tool:
     function: Callable[..., Any]
     args_model: type[BaseModel]
     context_param: str | None = None
-    requires_approval: bool = False
+    requires_approval: ApprovalRule = False
     timeout: float | None = None
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     idempotent: bool = True
@@ -96,6 +110,19 @@ class Tool:
         return ToolDefinition(
             name=self.name, description=self.description, parameters=self._parameters
         )
+
+    def needs_approval(self, args: Mapping[str, Any]) -> bool:
+        """Whether this call (with validated ``args``) must wait for a human decision.
+
+        A predicate that raises counts as "needs approval": when unsure, ask.
+        """
+        rule = self.requires_approval
+        if isinstance(rule, bool):
+            return rule
+        try:
+            return bool(rule(dict(args)))
+        except Exception:
+            return True
 
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate raw arguments; raises ``ValidationError`` with per-field errors."""
@@ -126,7 +153,7 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    requires_approval: bool = False,
+    requires_approval: ApprovalRule = False,
     timeout: float | None = None,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     idempotent: bool = True,
@@ -139,7 +166,7 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    requires_approval: bool = False,
+    requires_approval: ApprovalRule = False,
     timeout: float | None = None,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     idempotent: bool = True,
