@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from loopwise import ModelRetry, Tool, ToolContext, UsageError, tool
 from loopwise.tools import render_exception, render_result
@@ -109,3 +109,25 @@ def test_render_exception() -> None:
     assert render_exception("t", ModelRetry("use an absolute path")) == (
         "ERROR: use an absolute path"
     )
+
+
+def test_annotated_constraints_reach_schema_and_validation() -> None:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @tool
+    def page(count: Annotated[int, Field(ge=1, le=200)] = 20) -> int:
+        """Return a page.
+
+        Args:
+            count: How many entries.
+        """
+        return count
+
+    prop = page.parameters["properties"]["count"]
+    assert prop["minimum"] == 1 and prop["maximum"] == 200
+    assert prop["description"] == "How many entries." and prop["default"] == 20
+    assert page.validate({}) == {"count": 20}
+    with pytest.raises(ValidationError):
+        page.validate({"count": 500})

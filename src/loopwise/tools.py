@@ -196,7 +196,7 @@ def _build_tool(
 
     summary, param_docs = _parse_docstring(fn)
     try:
-        hints = get_type_hints(fn)
+        hints = get_type_hints(fn, include_extras=True)
     except NameError as exc:
         raise UsageError(
             f"Tool {fn.__name__!r} has a type hint that cannot be resolved: {exc}"
