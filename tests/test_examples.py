@@ -1,5 +1,6 @@
 """The examples in examples/ run as documented and print what the README says."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,5 +40,23 @@ def test_structured_output_example() -> None:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
 def test_every_example_is_tested(path: Path) -> None:
-    tested = {"quickstart.py", "structured_output.py"}
+    tested = {"quickstart.py", "structured_output.py", "repo_report.py"}
     assert path.name in tested, f"add a test for examples/{path.name}"
+
+
+def test_repo_report_example(tmp_path: Path) -> None:
+    repo, workspace = tmp_path / "repo", tmp_path / "ws"
+    workspace.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for i, author in enumerate(["Ada", "Ada", "Linus"]):
+        (repo / f"f{i}.txt").write_text(str(i))
+        env = {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@example.com"}
+        git = ["git", "-C", str(repo), "-c", "user.name=x", "-c", "user.email=x@example.com"]
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run(
+            [*git, "commit", "-q", "-m", f"change {i}"], check=True, env={**os.environ, **env}
+        )
+    out = run("repo_report.py", str(repo), str(workspace))
+    assert out.startswith("completed Wrote reports/report.md")
+    assert "- Ada: 2 commits\n- Linus: 1 commits" in out
+    assert "change 2" in out

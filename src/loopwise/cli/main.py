@@ -15,16 +15,19 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, cast
 
 import typer
 
 from .. import __version__
 from ..agent import Agent, AgentStream
+from ..datadir import new_workspace
 from ..errors import LoopwiseError, UsageError
 from ..limits import Budget
 from ..result import RunResult
 from .display import LiveDisplay
+from .toolsets import ApproveMode, TerminalApprover, build_tools, needs_workspace, parse_tool_specs
 
 __all__ = ["EXIT_CODES", "RunOptions", "app", "load_agent", "main"]
 
@@ -61,6 +64,10 @@ class RunOptions:
     system: str | None = None
     json: bool = False
     verbose: bool = False
+    tools: tuple[str, ...] = ()
+    workspace: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    approve: ApproveMode | None = None
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -114,6 +121,41 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the live view even with --json.")
     ] = False,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            "-t",
+            help="Built-in toolkits, comma-separated: files, http, git[=REPO], python, shell, "
+            "scripts=DIR, system[=LOGDIR]. python and shell run in the OS sandbox.",
+            show_default=False,
+        ),
+    ] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            help="The directory the file, git and code tools work in "
+            "(default: a new one under the data directory).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="An IP or network http_get may fetch although it is private, or a host "
+            "name (naming any host restricts http_get to the named hosts); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    approve: Annotated[
+        str | None,
+        typer.Option(
+            help="Calls that need approval: ask (on the terminal; the default when stdin "
+            "is one), yes (approve all), no (deny all). Otherwise the run stops for input.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run an agent on TASK: the live view goes to stderr, the answer to stdout."""
     options = RunOptions(
@@ -127,6 +169,10 @@ def run(
         system=system,
         json=json_output,
         verbose=verbose,
+        tools=tuple(tools or ()),
+        workspace=workspace,
+        allow_hosts=tuple(allow_host or ()),
+        approve=_approve_mode(approve),
     )
     raise typer.Exit(run_command(options))
 
@@ -173,16 +219,48 @@ async def _consume(stream: AgentStream[Any], display: LiveDisplay | None) -> Run
 
 
 def _build_agent(options: RunOptions) -> Agent[Any, Any]:
-    """The user's agent (a copy, with the flags applied) or a plain one without tools."""
+    """The user's agent (a copy, with the flags applied) or a plain one with ``--tools``."""
     if options.agent is None:
         agent: Agent[Any, Any] = Agent(options.model)
     else:
         agent = copy.copy(load_agent(options.agent))
+        agent.tools = dict(agent.tools)
     if options.max_steps is not None:
         agent.max_steps = options.max_steps
     if options.system is not None:
         agent.system = options.system
+    for t in _tools(options):
+        if t.name in agent.tools:
+            raise UsageError(f"--tools adds {t.name!r}, but the agent already has a tool so named.")
+        agent.tools[t.name] = t
+    if options.approve is not None:
+        agent.approve = TerminalApprover(options.approve)
     return agent
+
+
+def _tools(options: RunOptions) -> list[Any]:
+    specs = parse_tool_specs(options.tools)
+    if not specs:
+        return []
+    workspace = None
+    if needs_workspace(specs):
+        if options.workspace is not None:
+            workspace = Path(options.workspace).expanduser().resolve()
+            if not workspace.is_dir():
+                raise UsageError(f"--workspace {options.workspace!r} is not a directory.")
+        else:
+            workspace = new_workspace()
+        _error(f"workspace: {workspace}")
+    return build_tools(specs, workspace=workspace, allow_hosts=options.allow_hosts)
+
+
+def _approve_mode(value: str | None) -> ApproveMode | None:
+    if value is None:
+        return "ask" if sys.stdin.isatty() else None
+    if value not in ("ask", "yes", "no"):
+        _error(f"error: --approve must be ask, yes or no, not {value!r}")
+        raise typer.Exit(EXIT_USAGE)
+    return cast(ApproveMode, value)
 
 
 def _budget(agent: Agent[Any, Any], options: RunOptions) -> Budget | None:
