@@ -93,3 +93,26 @@ def test_report_renders_as_text_and_json(bench: ModuleType) -> None:
 def test_profile_names_the_loop(bench: ModuleType) -> None:
     text = bench.profile_steps(3, top=5)
     assert "function calls" in text
+
+
+def test_sandbox_bench_runs_both_sides() -> None:
+    import os
+
+    from loopwise.sandbox import BubblewrapSandbox, SandboxUnavailable
+
+    try:
+        BubblewrapSandbox().check()
+    except SandboxUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"bubblewrap cannot run here: {exc}")
+    path = BENCH.parent / "sandbox.py"
+    spec = importlib.util.spec_from_file_location("bench_sandbox", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    figures = asyncio.run(module.main_async(2))
+    assert [f.command for f in figures] == ["true", "python"]
+    assert all(f.baseline_ms > 0 and f.sandbox_ms > 0 for f in figures)
+    assert "bubblewrap" in module.render(figures)

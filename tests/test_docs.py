@@ -43,3 +43,21 @@ def test_readme_quick_start_runs_against_a_local_anthropic_server() -> None:
         assert done.stdout.startswith("completed 17 + 25 = 42 ")
         results = [m for m in server.bodies[1]["messages"] if m["role"] == "user"][-1]
         assert results["content"][0]["content"] in ("42", [{"type": "text", "text": "42"}])
+
+
+def test_readme_toolkit_example_builds_the_agent(tmp_path: Path) -> None:
+    block = next(b for b in python_blocks() if "loopwise.toolkits" in b)
+    (tmp_path / "work").mkdir()
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    check = block + (
+        "\nassert {'read_file', 'git_log', 'http_get', 'run_python'} <= set(agent.tools)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
