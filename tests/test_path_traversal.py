@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from figures import figure
 from loopwise import ModelRetry, Tool, ToolContext
 from loopwise.toolkits import _paths
 from loopwise.toolkits._paths import READ_FLAGS, Workspace
@@ -208,9 +209,7 @@ def leaked(text: str) -> bool:
     return CANARY in text or any(name in text for name in HIDDEN_NAMES) or "root:x:0:0" in text
 
 
-def test_path_traversal_corpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_path_traversal_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lay = build(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     corpus = payloads(lay)
@@ -244,13 +243,12 @@ def test_path_traversal_corpus(
             before = snapshot(lay)
         escapes += [f"{payload!r} created {p}" for p in naive if os.path.lexists(p)]
     total = len(corpus) * len(runs)
-    with capsys.disabled():
-        print(
-            f"\npath traversal: {len(corpus)} payloads x {len(runs)} tools = {total} attempts, "
-            f"escapes: {len(escapes)} ({len(tools)} file tools; find_files and grep take a "
-            f"payload in two arguments; {outcomes['refused']} refused, {outcomes['ok']} ran "
-            "inside the workspace)"
-        )
+    figure(
+        f"path traversal: {len(corpus)} payloads x {len(runs)} tools = {total} attempts, "
+        f"escapes: {len(escapes)} ({len(tools)} file tools; find_files and grep take a "
+        f"payload in two arguments; {outcomes['refused']} refused, {outcomes['ok']} ran "
+        "inside the workspace)"
+    )
     assert escapes == []
     assert unclear == []
     assert not (lay.outside / "created-by-escape.txt").exists()

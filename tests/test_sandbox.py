@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from figures import figure
 from loopwise import UsageError
 from loopwise.sandbox import (
     BubblewrapSandbox,
@@ -195,7 +196,10 @@ def test_no_network_reaches_a_loopback_canary(sandbox: BubblewrapSandbox, worksp
     for name, result in results.items():
         print(f"  {name}: exit {result.exit_code} {result.stderr.strip()[-80:]!r}")
     breaches = [name for name, result in results.items() if result.exit_code == 0]
-    print(f"network vectors: {len(results)}, connections: {hits}, breaches: {len(breaches)}")
+    figure(
+        f"sandbox network vectors: {len(results)}, connections: {hits}, "
+        f"breaches: {len(breaches)}"
+    )
     assert hits == 0 and breaches == []
     assert "CONNECTED" not in "".join(r.stdout for r in results.values())
 
@@ -282,7 +286,10 @@ def test_resource_exhaustion_is_contained(sandbox: BubblewrapSandbox, workspace:
             f" left={left}"
         )
     big = [p.stat().st_size for p in workspace.glob("big*.bin")]
-    print(f"cases contained: {contained}/{len(cases)}; big files on host: {big} bytes")
+    figure(
+        f"sandbox resource exhaustion: cases contained: {contained}/{len(cases)}; "
+        f"big files on host: {big} bytes"
+    )
     assert contained == len(cases)
     assert all(size <= SMALL.max_file_mb << 20 for size in big)
 
@@ -349,7 +356,7 @@ def test_host_secrets_are_never_visible(
     result = run(sandbox, ["sh", "-c", script], workspace, env={"GIVEN": "explicit-value"})
     dumped = json.dumps(result.to_dict())
     found = [value for value in canaries.values() if value in dumped]
-    print(f"canaries found: {len(found)} of {len(canaries)}")
+    figure(f"sandbox secrets: canaries found: {len(found)} of {len(canaries)}")
     assert found == [] and "canary-" not in dumped
     assert "GIVEN=explicit-value" in result.stdout  # explicit variables do pass
     variables = {line.split("=")[0] for line in result.stdout.split("---")[0].splitlines()}
@@ -439,7 +446,7 @@ def test_start_overhead(sandbox: BubblewrapSandbox, workspace: Path) -> None:
         return times
 
     times = sorted(asyncio.run(measure()))
-    print(f"sandbox start overhead: median {times[5] * 1000:.1f} ms, max {times[-1] * 1000:.1f}")
+    figure(f"sandbox start overhead: median {times[5] * 1000:.1f} ms, max {times[-1] * 1000:.1f}")
     assert times[5] < 2.0
 
 

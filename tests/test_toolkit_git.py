@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from figures import figure
 from loopwise import Agent, ModelRetry, Tool, ToolResultPart, UsageError
 from loopwise.models.testing import ScriptedModel, call
 from loopwise.toolkits.git import git
@@ -237,7 +238,7 @@ def test_option_injection_is_refused_and_creates_nothing(run: Run, tmp_path: Pat
     # Values of typed options go inside one argv entry ("--since=..."): inert, not refused.
     run("git_log", since=f"--output={probe}", author=f"--exec=touch {probe}")
     assert not probe.exists() and list(tmp_path.iterdir()) == []
-    print(f"\ngit injection attempts: {len(attempts)}, refused: {refused}, files created: 0")
+    figure(f"git injection attempts: {len(attempts)}, refused: {refused}, files created: 0")
 
 
 def hostile_repo(root: Path) -> tuple[Path, Path, int]:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from figures import figure
 from loopwise import Agent, ModelRetry, ToolResultPart, UsageError
 from loopwise.messages import UserMessage
 from loopwise.models.testing import ScriptedModel, call
@@ -301,8 +302,8 @@ def test_ssrf_corpus_never_reaches_the_canary(
             if name == "site allowed" and "/redirect?to=" in url:
                 assert "redirected from" in message, url
     hits = servers.hits - before
-    print(
-        f"\nSSRF payloads: {len(payloads)} x {len(configs)} configurations, hits on canary: {hits}"
+    figure(
+        f"SSRF payloads: {len(payloads)} x {len(configs)} configurations, hits on canary: {hits}"
     )
     assert len(payloads) >= 30
     assert hits == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from figures import figure
 from loopwise import Agent, ModelRetry, Tool, ToolResultPart, UsageError
 from loopwise.models.testing import ScriptedModel, call
 from loopwise.toolkits.scripts import scripts
@@ -114,7 +115,7 @@ def test_shell_metacharacters_are_passed_literally(bin_dir: Path, tmp_path: Path
     out = run(by_name(scripts(bin_dir, cwd=tmp_path)), name="greet.sh", args=nasty)
     assert out.split("--- stdout ---\n")[1].split("\n--- stderr")[0] == "\n".join(nasty)
     assert not list(tmp_path.glob("pwned*"))
-    print(f"\nshell metacharacter payloads: {len(nasty)}, interpreted: 0")
+    figure(f"scripts: shell metacharacter payloads: {len(nasty)}, interpreted: 0")
 
 
 def test_host_secrets_do_not_reach_scripts(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from figures import figure
 from loopwise import Agent, ModelRetry, Tool, ToolResultPart, UsageError
 from loopwise.models.testing import ScriptedModel, call
 from loopwise.toolkits.system import system
@@ -97,7 +98,7 @@ def test_paths_outside_the_log_directories_are_refused(logs: Path, tmp_path: Pat
         tools["tail_log"].function(path="escape.log")
     with pytest.raises(ModelRetry, match=r"No log file 'nope\.log'"):
         tools["tail_log"].function(path="nope.log")
-    print(f"\nlog path escapes tried: {refused}, refused: {refused}, secrets read: 0")
+    figure(f"system: log path escapes tried: {refused}, refused: {refused}, secrets read: 0")
 
 
 def test_tail(logs: Path) -> None:
