@@ -175,13 +175,16 @@ class Agent(Generic[DepsT, OutputT]):
         *,
         deps: DepsT = None,  # type: ignore[assignment]
         cancel: asyncio.Event | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> RunResult[OutputT]:
         """Continue a run that stopped as ``input_required`` with a decision for each call.
 
         ``decisions`` maps each pending call id to ``Approve()`` / ``Reject(reason)`` (or
         ``True``/``False``). Usage, cost and steps carry on from ``result``.
         """
-        stream = self.resume_stream(result, decisions, deps=deps, cancel=cancel, text_deltas=False)
+        stream = self.resume_stream(
+            result, decisions, deps=deps, cancel=cancel, text_deltas=False, metadata=metadata
+        )
         async for _ in stream:
             pass
         return stream.result
@@ -194,8 +197,9 @@ class Agent(Generic[DepsT, OutputT]):
         deps: DepsT = None,  # type: ignore[assignment]
         cancel: asyncio.Event | None = None,
         text_deltas: bool = True,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AgentStream[OutputT]:
-        """:meth:`resume`, yielding events."""
+        """:meth:`resume`, yielding events (``metadata`` is what tools see, as in ``run``)."""
         if result.status != "input_required":
             raise UsageError(
                 f"Only an input_required run can be resumed; this one is {result.status}."
@@ -222,7 +226,7 @@ class Agent(Generic[DepsT, OutputT]):
             budget=None,
             cancel=cancel,
             run_id=result.run_id,
-            metadata=None,
+            metadata=metadata,
             text_deltas=text_deltas,
             input_text="(resumed)",
             decisions=chosen,

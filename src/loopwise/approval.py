@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-__all__ = ["ApprovalCallback", "ApprovalRequest", "Approve", "Decision", "Reject"]
+__all__ = [
+    "ApprovalCallback",
+    "ApprovalNeeded",
+    "ApprovalRequest",
+    "Approve",
+    "Decision",
+    "Reject",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,15 @@ Decision: TypeAlias = Approve | Reject
 ApprovalCallback: TypeAlias = Callable[
     [ApprovalRequest], "bool | Decision | Awaitable[bool | Decision]"
 ]
+
+
+class ApprovalNeeded(Exception):
+    """Raised by a running tool to turn its own call into a pending approval.
+
+    The call gets no result; the run stops as ``input_required`` with it pending, and a
+    decision for it is honoured on resume even if the tool does not otherwise need one
+    (the durable engine raises it for a non-idempotent call cut short by a crash).
+    """
 
 
 def as_decision(value: bool | Decision) -> Decision:

@@ -17,6 +17,7 @@ from pydantic_core import ValidationError
 
 from .approval import (
     ApprovalCallback,
+    ApprovalNeeded,
     ApprovalRequest,
     Approve,
     Decision,
@@ -95,12 +96,16 @@ async def prepare(
     decisions: Mapping[str, Decision],
     approve: ApprovalCallback | None,
 ) -> Batch:
-    """Resolve every call and settle approvals (from ``decisions``, else the callback)."""
+    """Resolve every call and settle approvals (from ``decisions``, else the callback).
+
+    A decision given for a call is applied even when its tool does not need approval for
+    these arguments: the call was paused by the tool itself (``ApprovalNeeded``).
+    """
     outcomes = [_resolve(c, tools) for c in calls]
     for o in outcomes:
-        if o.tool is None or not o.tool.needs_approval(o.args):
-            continue
         decision = decisions.get(o.call.id)
+        if o.tool is None or (decision is None and not o.tool.needs_approval(o.args)):
+            continue
         if decision is None and approve is not None:
             request = ApprovalRequest(run_id, o.call.id, o.call.name, dict(o.call.args))
             answer = approve(request)
@@ -146,6 +151,8 @@ async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None) -> None:
         )
     except asyncio.CancelledError:
         raise
+    except ApprovalNeeded:
+        o.pending = True
     except Exception as exc:
         o.result = _error(o.call, render_exception(o.call.name, exc))
     o.duration = time.perf_counter() - started

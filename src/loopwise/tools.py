@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
     "Tool",
     "ToolContext",
+    "ToolFailed",
     "render_result",
     "tool",
 ]
@@ -66,6 +67,18 @@ class ToolContext(Generic[DepsT]):
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}:{self.call_id}"
+
+
+class ToolFailed(Exception):
+    """A tool error whose observation is already rendered: the model sees ``content`` verbatim.
+
+    Used where a result was rendered elsewhere and is replayed (the durable engine's
+    checkpointed tool steps), so the observation stays identical to the first run's.
+    """
+
+    def __init__(self, content: str):
+        super().__init__(content)
+        self.content = content
 
 
 @cache
@@ -275,6 +288,8 @@ def truncate(text: str, max_chars: int) -> str:
 
 def render_exception(tool_name: str, exc: BaseException) -> str:
     """``ERROR: <Type>: <message>`` plus a hint; a ``ModelRetry`` is shown as its message."""
+    if isinstance(exc, ToolFailed):
+        return exc.content
     if isinstance(exc, ModelRetry):
         return f"ERROR: {exc.message}"
     if isinstance(exc, TimeoutError):

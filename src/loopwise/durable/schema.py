@@ -1,0 +1,157 @@
+"""The engine's tables (prefixed ``loopwise_``) beside DBOS's, and how to reach the database.
+
+One database holds both: a SQLite file in WAL mode (the embedded default) or PostgreSQL.
+Every value is plain JSON (SQLAlchemy's JSON type, ``json.dumps``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..datadir import data_dir
+from ..errors import UsageError
+
+__all__ = [
+    "attempts",
+    "create_engine",
+    "decisions",
+    "events",
+    "executors",
+    "metadata",
+    "resolve_database",
+    "runs",
+    "states",
+]
+
+metadata = sa.MetaData()
+_JSON = sa.JSON(none_as_null=True)
+
+runs = sa.Table(
+    "loopwise_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("agent", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("model", sa.String(200)),
+    sa.Column("spec", _JSON, nullable=False),
+    sa.Column("output", _JSON),
+    sa.Column("stop_reason", sa.String(64)),
+    sa.Column("detail", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("usage", _JSON),
+    sa.Column("cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("steps", sa.Integer, nullable=False, default=0),
+    sa.Column("tool_calls", sa.Integer, nullable=False, default=0),
+    sa.Column("pending", _JSON),
+    # The run's current segment: 0, then +1 after each set of approval decisions; the
+    # segment's workflow id is the run id, then "<run id>.<segment>".
+    sa.Column("segment", sa.Integer, nullable=False, default=0),
+    sa.Column("metadata", _JSON),
+    sa.Column("idempotency_key", sa.String(255), unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("loopwise_runs_created", "created_at", "id"),
+    sa.Index("loopwise_runs_status", "status", "finished_at"),
+)
+
+events = sa.Table(
+    "loopwise_events",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("data", _JSON, nullable=False),
+)
+
+# The transcript and counters where a segment ended (paused or finished): what the next
+# segment resumes from. Written once per segment, never changed.
+states = sa.Table(
+    "loopwise_states",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("state", _JSON, nullable=False),
+)
+
+decisions = sa.Table(
+    "loopwise_decisions",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("call_id", sa.String(200), primary_key=True),
+    sa.Column("decision", _JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Non-idempotent tool calls: "started" before the tool runs, "finished" with its result.
+attempts = sa.Table(
+    "loopwise_tool_attempts",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("call_id", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step_id", sa.Integer, nullable=False),
+    sa.Column("result", _JSON),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+executors = sa.Table(
+    "loopwise_executors",
+    metadata,
+    sa.Column("executor_id", sa.String(200), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("claimed_at", sa.Float),
+)
+
+
+def resolve_database(database: str | None) -> str:
+    """The database URL for DBOS: ``None`` → ``<data dir>/loopwise.sqlite``; SQLite files are
+    created in WAL mode here, before DBOS first opens them (it does not set WAL itself)."""
+    if database is None:
+        path = data_dir(create=True) / "loopwise.sqlite"
+    elif database.startswith("sqlite:///"):
+        path = Path(database.removeprefix("sqlite:///")).expanduser()
+    elif database.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        url = sa.make_url(database)
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    else:
+        raise UsageError(
+            f"Database {database!r} is not supported; use 'sqlite:///path/to/file.sqlite' or "
+            "'postgresql://user@host:5432/dbname'."
+        )
+    if not path.name or path.name == ":memory:":
+        raise UsageError(f"Database {database!r} must name a file: 'sqlite:///path/run.sqlite'.")
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    return f"sqlite:///{path}"
+
+
+def create_engine(url: str) -> sa.Engine:
+    """A SQLAlchemy engine for the engine's own tables, on the DBOS database ``url``."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, pool_size=8, max_overflow=8)
+
+        @sa.event.listens_for(engine, "connect")
+        def _configure(dbapi_conn: Any, _record: Any) -> None:
+            # Writers take the lock at their first write and wait for it (as DBOS does).
+            dbapi_conn.isolation_level = "IMMEDIATE"
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+        return engine
+    pg = sa.make_url(url).set(drivername="postgresql+psycopg")
+    return sa.create_engine(pg, pool_size=8, max_overflow=8, pool_pre_ping=True)

@@ -1,0 +1,158 @@
+"""Durable steps: the run's model and tools wrapped so each call is a checkpointed step.
+
+A step returns plain JSON (the model's message; a tool's rendered observation), so a
+replay gives the loop exactly what the first execution gave it. A non-idempotent tool's
+call is recorded before and after it runs: a call cut short by a crash is not run again
+without a human's approval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, NoReturn, Protocol
+
+from dbos import DBOS
+from dbos._error import DBOSWorkflowCancelledError
+
+from ..approval import ApprovalNeeded
+from ..errors import ModelError
+from ..messages import AssistantMessage, Message, ToolDefinition, dump_messages, load_messages
+from ..models import Model, ModelSettings
+from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_result
+from .store import Store
+
+__all__ = ["DurableModel", "StepHost", "durable_tool"]
+
+_CTX = "__loopwise_ctx"
+
+
+class StepHost(Protocol):
+    """The running segment, as the steps see it."""
+
+    store: Store
+    interrupted: set[str]
+
+    async def flush(self) -> bool:
+        """Write the events and row changes buffered so far."""
+        ...
+
+    async def cancelled(self) -> NoReturn:
+        """DBOS cancelled the workflow: end the run through the loop's cancel path."""
+        ...
+
+
+class DurableModel:
+    """Wraps the run's real model: each request is a checkpointed step returning JSON."""
+
+    def __init__(self, real: Model, host: StepHost):
+        self.real = real
+        self._host = host
+
+    @property
+    def provider(self) -> str:
+        return self.real.provider
+
+    @property
+    def model_name(self) -> str:
+        return self.real.model_name
+
+    @property
+    def context_window(self) -> int | None:
+        return self.real.context_window
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AssistantMessage:
+        await self._host.flush()
+        try:
+            out: dict[str, Any] = await DBOS.run_step_async(
+                {"name": "loopwise.model", "preemptible": True},
+                _model_step,
+                self.real,
+                list(messages),
+                list(tools),
+                settings,
+            )
+        except DBOSWorkflowCancelledError:
+            await self._host.cancelled()
+        if "error" in out:
+            raise ModelError(str(out["error"]), status=out.get("status"))
+        message = load_messages([out["message"]])[0]
+        if not isinstance(message, AssistantMessage):
+            raise ModelError("The checkpointed model step does not hold an assistant message.")
+        return message
+
+
+async def _model_step(
+    real: Model, messages: list[Message], tools: list[ToolDefinition], settings: ModelSettings
+) -> dict[str, Any]:
+    try:
+        message = await real.request(messages, tools, settings)
+    except ModelError as exc:
+        return {"error": str(exc), "status": exc.status}
+    except Exception as exc:  # an adapter bug: the run fails saying what it was
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"message": json.loads(dump_messages([message]))[0]}
+
+
+def durable_tool(real: Tool, host: StepHost) -> Tool:
+    """A copy of ``real`` whose every call is a checkpointed step returning the rendered
+    observation. Its first act is to reserve the step id, so the concurrent calls of a
+    turn take their ids in a fixed order."""
+
+    async def call(**kwargs: Any) -> str:
+        ctx: ToolContext[Any] = kwargs.pop(_CTX)
+        reservation = DBOS.reserve_step()
+        await host.flush()
+        try:
+            out: dict[str, Any] = await reservation.run_async(
+                {"name": f"loopwise.tool:{real.name}", "preemptible": True},
+                _tool_step,
+                host.store,
+                real,
+                kwargs,
+                ctx,
+                reservation.step_id,
+            )
+        except DBOSWorkflowCancelledError:
+            await host.cancelled()
+        if out.get("interrupted"):
+            host.interrupted.add(ctx.call_id)
+            raise ApprovalNeeded(ctx.call_id)
+        if out["is_error"]:
+            raise ToolFailed(str(out["content"]))
+        return str(out["content"])
+
+    return replace(
+        real, function=call, context_param=_CTX, timeout=None, max_output_chars=sys.maxsize
+    )
+
+
+async def _tool_step(
+    store: Store, real: Tool, args: dict[str, Any], ctx: ToolContext[Any], step_id: int
+) -> dict[str, Any]:
+    if not real.idempotent:
+        state, stored = await asyncio.to_thread(
+            store.attempt_begin, ctx.run_id, ctx.call_id, step_id, ctx.approved
+        )
+        if state == "finished" and stored is not None:
+            return stored
+        if state == "interrupted":
+            return {"interrupted": True}
+    try:
+        value = await real.call(args, ctx)
+        result = {"content": render_result(value, real.max_output_chars), "is_error": False}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        result = {"content": render_exception(real.name, exc), "is_error": True}
+    if not real.idempotent:
+        await asyncio.to_thread(store.attempt_finish, ctx.run_id, ctx.call_id, result)
+    return result

@@ -1,0 +1,133 @@
+"""Shared helpers for the durable-engine tests: worker subprocesses, waiting, baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durable_agents import agents
+from loopwise.durable import TERMINAL, DurableEngine, RunRecord
+from loopwise.messages import Message, dump_messages
+
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+
+
+def worker_env(count_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
+    env["LW_COUNT_DIR"] = str(count_dir)
+    env.update(extra)
+    return env
+
+
+class Workers:
+    """Worker subprocesses (``tests/durable_worker.py``), all killed at the end."""
+
+    def __init__(self, database: str, count_dir: Path):
+        self.database = database
+        self.count_dir = count_dir
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, executor: str, **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "durable_worker.py")],
+            env=worker_env(self.count_dir, LW_DB=self.database, LW_EXECUTOR=executor, **env),
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "ready <id>", or "" if it died
+        if not line.startswith("ready"):
+            proc.kill()
+            raise AssertionError(f"worker {executor} did not start (exit {proc.wait()})")
+        return proc
+
+    def kill(self, proc: subprocess.Popen[str]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@contextmanager
+def workers(database: str, count_dir: Path) -> Iterator[Workers]:
+    pool = Workers(database, count_dir)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+async def wait_for(
+    engine: DurableEngine,
+    run_id: str,
+    statuses: frozenset[str] | set[str] = TERMINAL,
+    *,
+    within: float = 30.0,
+) -> RunRecord:
+    """Poll the run until its status is one of ``statuses``."""
+    deadline = time.monotonic() + within
+    while True:
+        record = await engine.get(run_id)
+        if record.status in statuses:
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is still {record.status} after {within} s")
+        await asyncio.sleep(0.02)
+
+
+async def wait_until(check: Any, *, within: float = 30.0, what: str = "condition") -> None:
+    """Poll ``check()`` (sync) until it is true."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def assert_events_once(engine: DurableEngine, run_id: str) -> int:
+    """Each event stored once, seq 1..N without gaps, ending with run_finished; returns N."""
+    stored = await engine.events(run_id, limit=5000)
+    seqs = [e.seq for e in stored]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert stored[-1].type == "run_finished"
+    return len(stored)
+
+
+async def baseline(task: str, count_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
+    """The no-crash transcript (JSON) and event count of ``task``, run in-process without
+    the engine (its tool calls are logged under ``count_dir``, not the test's)."""
+    await asyncio.to_thread(count_dir.mkdir, exist_ok=True)
+    with monkeypatch.context() as m:
+        m.setenv("LW_COUNT_DIR", str(count_dir))
+        stream = agents["worker"].stream(task, run_id=f"run_{uuid.uuid4().hex}", text_deltas=False)
+        n = sum([1 async for _ in stream])
+    return dump_messages(stream.result.messages), n
+
+
+def transcript_json(messages: list[Message]) -> str:
+    return dump_messages(messages)
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.sqlite'}"
