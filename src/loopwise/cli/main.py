@@ -183,6 +183,20 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _register_service_commands() -> None:
+    """``serve``, ``worker``, ``runs ...`` and ``approve`` (their heavy imports wait until run)."""
+    from .runs import approve, runs_app
+    from .serve import serve, worker
+
+    app.command()(serve)
+    app.command()(worker)
+    app.add_typer(runs_app)
+    app.command()(approve)
+
+
+_register_service_commands()
+
+
 def main() -> None:
     """Entry point of the ``loopwise`` console script and ``python -m loopwise``."""
     app(prog_name="loopwise")

@@ -1,0 +1,350 @@
+"""The HTTP API: runs under ``/v1`` (create, get, list, events, cancel, approve), agents, health.
+
+``create_app(engine, ...)`` builds the FastAPI application around a durable engine. The
+application starts and stops the engine with itself (``manage_engine=False`` leaves that
+to the caller). Errors always have the shape ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, cast
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from starlette.responses import StreamingResponse
+
+from .. import __version__
+from ..agent import Agent
+from ..durable.records import InvalidArguments, RunRecord, StoredEvent
+from .auth import ApiKeys, BearerAuth
+from .errors import ApiError, BodyLimit, install_error_handlers
+from .openapi import SSE_EVENT_SCHEMA, error_responses, openapi
+from .schemas import (
+    NO_NUL,
+    AgentInfo,
+    AgentList,
+    ApproveIn,
+    DecisionIn,
+    Health,
+    RunCreate,
+    RunList,
+    RunOut,
+    RunStatus,
+    ToolInfo,
+)
+from .sse import event_stream
+
+__all__ = ["MAX_BODY_BYTES", "RunEngine", "ServerSettings", "create_app"]
+
+MAX_BODY_BYTES = 1 << 20
+OPEN_PATHS = ("/healthz",)
+
+
+class RunEngine(Protocol):
+    """What the API needs from the durable engine (:class:`loopwise.durable.DurableEngine`)."""
+
+    @property
+    def agents(self) -> Mapping[str, Agent[Any, Any]]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(
+        self,
+        agent: str,
+        input: str,
+        *,
+        model: str | None = None,
+        budget: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunRecord: ...
+
+    async def get(self, run_id: str) -> RunRecord: ...
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[builtins.list[RunRecord], str | None]: ...
+
+    async def events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> builtins.list[StoredEvent]: ...
+
+    async def cancel(self, run_id: str) -> RunRecord: ...
+
+    async def decide(
+        self,
+        run_id: str,
+        call_id: str,
+        *,
+        approve: bool,
+        arguments: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> RunRecord: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Timings of the event stream (small in tests): heartbeat, engine polling, and how long
+    one connection may stream before it is closed (clients reconnect with Last-Event-ID)."""
+
+    heartbeat_seconds: float = 15.0
+    poll_seconds: float = 0.2
+    max_stream_seconds: float = 3600.0
+
+
+def create_app(
+    engine: RunEngine,
+    *,
+    api_keys: ApiKeys | Collection[str] = (),
+    require_auth: bool,
+    settings: ServerSettings | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    manage_engine: bool = True,
+) -> FastAPI:
+    """The API over ``engine``; with ``require_auth`` every route but /healthz needs a key."""
+    keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys.of(api_keys)
+    if require_auth and not keys:
+        raise ValueError("require_auth=True needs at least one API key.")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_engine:
+            await engine.start()
+        try:
+            yield
+        finally:
+            if manage_engine:
+                await engine.stop()
+
+    app = FastAPI(
+        title="loopwise",
+        version=__version__,
+        summary="Durable runs of tool-using LLM agents, with human approval.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    app.state.settings = settings or ServerSettings()
+    install_error_handlers(app)
+    app.include_router(router)
+    app.state.routes = [*router.routes, *app.routes]  # for the Allow header of a 405
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BearerAuth, keys=keys, required=require_auth, open_paths=OPEN_PATHS)
+    agents = sorted(engine.agents)
+    app.openapi = lambda: openapi(app, agents, secured=require_auth, open_paths=OPEN_PATHS)  # type: ignore[method-assign]
+    return app
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response (FastAPI's own SSE class wants a generator endpoint)."""
+
+    media_type = "text/event-stream"
+
+
+# -- routes -------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+def _engine(request: Request) -> RunEngine:
+    return cast(RunEngine, request.app.state.engine)
+
+
+EngineDep = Annotated[RunEngine, Depends(_engine)]
+RunId = Annotated[str, Path(max_length=200, pattern=NO_NUL, description="The run's id.")]
+CallId = Annotated[str, Path(max_length=200, pattern=NO_NUL, description="The tool call's id.")]
+MAX_EVENT_ID = 999_999_999  # event numbers are 32-bit in the database
+
+
+@router.get("/healthz", tags=["service"], summary="Liveness (no key needed)")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.post(
+    "/v1/runs",
+    status_code=202,
+    tags=["runs"],
+    summary="Start a run",
+    responses=error_responses(404, 413, 422),
+)
+async def create_run(
+    body: RunCreate,
+    engine: EngineDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[!-~]+$",
+            description="The same key returns the same run instead of starting another.",
+        ),
+    ] = None,
+) -> RunOut:
+    """Queue a run of a registered agent; it is stored before this answers (202)."""
+    budget = body.budget.model_dump(exclude_none=True) if body.budget else None
+    record = await engine.submit(
+        body.agent,
+        body.input,
+        model=body.model,
+        budget=budget,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/runs/{record.id}"
+    return RunOut.of(record)
+
+
+@router.get("/v1/runs", tags=["runs"], summary="List runs", responses=error_responses(404, 422))
+async def list_runs(
+    engine: EngineDep,
+    status: Annotated[RunStatus | None, Query(description="Only runs in this state.")] = None,
+    agent: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=500, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor of a page."),
+    ] = None,
+) -> RunList:
+    """Runs, newest first, a page at a time. A cursor this server did not give is a 404."""
+    try:
+        records, next_cursor = await engine.list(
+            status=status, agent=agent, limit=limit, cursor=cursor
+        )
+    except InvalidArguments:
+        if cursor is None:
+            raise
+        raise ApiError(
+            404, "not_found", "The cursor names no page of this list; list again without it."
+        ) from None
+    return RunList(data=[RunOut.of(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/runs/{run_id}", tags=["runs"], summary="Get a run", responses=error_responses(404, 422)
+)
+async def get_run(run_id: RunId, engine: EngineDep) -> RunOut:
+    return RunOut.of(await engine.get(run_id))
+
+
+@router.get(
+    "/v1/runs/{run_id}/events",
+    tags=["runs"],
+    summary="Stream a run's events (SSE)",
+    response_class=EventStreamResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: id = event number, event = type, "
+            "data = the event as JSON; ': ping' comments as heartbeats. Ends when the run "
+            "is over and every event was sent.",
+            "content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}},
+        },
+        **error_responses(404, 422),
+    },
+)
+async def run_events(
+    request: Request,
+    run_id: RunId,
+    engine: EngineDep,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="Send events numbered above this.")
+    ] = 0,
+    follow: Annotated[
+        bool, Query(description="false: send the events stored so far, then close.")
+    ] = True,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=r"^[0-9]{1,9}$",
+            description="On reconnection: the last event id received (wins over after).",
+        ),
+    ] = None,
+) -> Response:
+    """The run's stored events in order, then new ones as they happen (resumable)."""
+    resumed = None if last_event_id is None else int(last_event_id)
+    await engine.get(run_id)  # 404 before the stream starts
+    settings: ServerSettings = request.app.state.settings
+    stream = event_stream(
+        engine,
+        run_id,
+        after=after if resumed is None else resumed,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        poll_seconds=settings.poll_seconds,
+        max_seconds=settings.max_stream_seconds,
+        follow=follow,
+    )
+    return EventStreamResponse(
+        stream, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    tags=["runs"],
+    summary="Cancel a run",
+    responses=error_responses(404, 409, 422),
+)
+async def cancel_run(run_id: RunId, engine: EngineDep) -> RunOut:
+    """Stop a run that is not over yet; 409 when it already is."""
+    return RunOut.of(await engine.cancel(run_id))
+
+
+@router.post(
+    "/v1/runs/{run_id}/approvals/{call_id}",
+    tags=["runs"],
+    summary="Approve or reject a pending tool call",
+    responses=error_responses(404, 409, 413, 422),
+)
+async def decide(run_id: RunId, call_id: CallId, body: DecisionIn, engine: EngineDep) -> RunOut:
+    """Decide a call the run waits on: bound to this run, this call id and these arguments."""
+    record = await engine.decide(
+        run_id,
+        call_id,
+        approve=isinstance(body, ApproveIn),
+        arguments=body.arguments if isinstance(body, ApproveIn) else None,
+        reason=body.reason,
+    )
+    return RunOut.of(record)
+
+
+@router.get("/v1/agents", tags=["agents"], summary="List the agents", responses=error_responses())
+async def list_agents(engine: EngineDep) -> AgentList:
+    return AgentList(data=[_agent_info(name, a) for name, a in sorted(engine.agents.items())])
+
+
+def _agent_info(name: str, agent: Agent[Any, Any]) -> AgentInfo:
+    model = agent.model
+    if model is not None and not isinstance(model, str):
+        model = f"{model.provider}:{model.model_name}"
+    system = " ".join((agent.system or "").split())
+    tools = [
+        ToolInfo(
+            name=t.name,
+            description=t.description,
+            requires_approval=t.requires_approval
+            if isinstance(t.requires_approval, bool)
+            else "conditional",
+            parameters=t.parameters,
+        )
+        for t in agent.tools.values()
+    ]
+    return AgentInfo(
+        name=name,
+        description=system[:200] + ("…" if len(system) > 200 else ""),
+        model=model,
+        max_steps=agent.max_steps,
+        tools=tools,
+    )
