@@ -1,22 +1,29 @@
 """The examples in examples/ run as documented and print what the README says."""
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def run(name: str, *args: str) -> str:
+def run(name: str, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -40,7 +47,13 @@ def test_structured_output_example() -> None:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
 def test_every_example_is_tested(path: Path) -> None:
-    tested = {"quickstart.py", "structured_output.py", "repo_report.py"}
+    tested = {
+        "quickstart.py",
+        "structured_output.py",
+        "repo_report.py",
+        "durable_approval.py",
+        "service_agents.py",
+    }
     assert path.name in tested, f"add a test for examples/{path.name}"
 
 
@@ -60,3 +73,109 @@ def test_repo_report_example(tmp_path: Path) -> None:
     assert out.startswith("completed Wrote reports/report.md")
     assert "- Ada: 2 commits\n- Linus: 1 commits" in out
     assert "change 2" in out
+
+
+def example_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for a durable example: its files (executor slots, the default
+    database) under tmp_path, and examples/ importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWISE_")}
+    env["LOOPWISE_DATA_DIR"] = str(tmp_path / "data")
+    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    return env
+
+
+def test_durable_approval_example(tmp_path: Path) -> None:
+    out = run("durable_approval.py", str(tmp_path), env=example_env(tmp_path))
+    assert re.search(r"^submitted run_\w+ \(queued\)$", out, re.MULTILINE), out
+    pending = re.search(r"^waiting for approval: (\S+) send_invoice\((.*)\)$", out, re.MULTILINE)
+    assert pending, out
+    assert json.loads(pending[2]) == {"amount": 1250.0, "customer": "ACME Corp"}
+    assert f"approved {pending[1]}" in out
+    lines = out.splitlines()
+    assert "status: input_required" in lines and "status: completed" in lines
+    assert "output: Done: Invoice INV-1001 for $1,250.00 sent to ACME Corp." in lines
+    assert "steps: 3, tool calls: 2" in lines
+    events = next(line for line in lines if line.startswith("events: ")).split()[1:]
+    assert events[0] == "run_started" and events[-1] == "run_finished"
+    assert events.count("approval_requested") == 1
+    assert events.count("tool_result") == 2
+    assert events.index("approval_requested") < events.index("run_finished")
+    assert (tmp_path / "runs.sqlite").exists()
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def wait_run(url: str, run_id: str, *states: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run: dict[str, Any] = http("GET", f"{url}/v1/runs/{run_id}")
+        if run["status"] in states:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} is still {run['status']}"
+        time.sleep(0.05)
+
+
+SERVE = ["--agents", "service_agents", "--port", "0", "--log-level", "warning"]
+
+
+def test_service_agents_example_served(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "loopwise", "serve", *SERVE],
+            cwd=tmp_path,
+            env=example_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()  # blocks until the server is up, or "" if it died
+        found = re.match(r"loopwise serving (http://\S+) ", first)
+        assert found, (first, log.read_text())
+        url = found[1]
+
+        agents = http("GET", f"{url}/v1/agents")["data"]
+        assert sorted(a["name"] for a in agents) == ["calculator", "echo", "refunds"]
+
+        sums = http(
+            "POST", f"{url}/v1/runs", {"agent": "calculator", "input": "What is 6 times 7?"}
+        )
+        echo = http("POST", f"{url}/v1/runs", {"agent": "echo", "input": "hello"})
+        refund = http("POST", f"{url}/v1/runs", {"agent": "refunds", "input": "Refund order 1042."})
+        done = wait_run(url, sums["id"], "completed", "failed", "incomplete")
+        assert (done["status"], done["output"], done["tool_calls"]) == (
+            "completed",
+            "The answer is 42.",
+            1,
+        )
+        assert wait_run(url, echo["id"], "completed")["output"] == "You said: hello"
+
+        paused = wait_run(url, refund["id"], "input_required")
+        [pending] = paused["pending_approvals"]
+        assert pending["tool"] == "issue_refund"
+        assert pending["arguments"] == {"order": 1042, "amount": 51.99}
+        approval = f"{url}/v1/runs/{refund['id']}/approvals/{pending['call_id']}"
+        http("POST", approval, {"decision": "approve"})
+        refunded = wait_run(url, refund["id"], "completed")
+        assert refunded["output"] == "Refunded $51.99 for order 1042."
+
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0, log.read_text()
+        assert (tmp_path / "data" / "loopwise.sqlite").exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
