@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,8 +23,7 @@ from pydantic_core import ValidationError
 
 from ..agent import Agent
 from ..errors import UsageError
-from ..events import RunFinished
-from ..messages import Message, Usage
+from ..messages import Message
 from ..tools import render_validation_error
 from . import dbos_runtime
 from .checks import (
@@ -35,6 +35,7 @@ from .checks import (
     check_model,
 )
 from .heartbeat import ExecutorSlot, Heartbeat, check_executor_free, supervise
+from .reconcile import Reconciler, final_event
 from .records import Conflict, InvalidArguments, NotFound, RunRecord, StoredEvent
 from .schema import resolve_database, runs
 from .state import messages_of
@@ -58,6 +59,9 @@ class DurableEngine:
     older than ``dead_after_seconds``. ``concurrency`` is how many runs one worker executes
     at a time (runs waiting for approval do not count); ``poll_seconds`` is how often
     workers look for queued runs (it bounds submit → start and approval → next step).
+    Every ``reconcile_seconds`` each worker ends runs whose workflow ended without saying
+    so (an escaped exception, a cancellation through DBOS itself): see
+    :mod:`loopwise.durable.reconcile`.
     """
 
     def __init__(
@@ -71,9 +75,12 @@ class DurableEngine:
         heartbeat_seconds: float = 5.0,
         dead_after_seconds: float = 30.0,
         poll_seconds: float = 0.25,
+        reconcile_seconds: float = 10.0,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}.")
+        if reconcile_seconds <= 0:
+            raise UsageError(f"reconcile_seconds must be positive, not {reconcile_seconds}.")
         if dead_after_seconds <= heartbeat_seconds:
             raise UsageError(
                 f"dead_after_seconds ({dead_after_seconds}) must exceed heartbeat_seconds "
@@ -87,11 +94,13 @@ class DurableEngine:
         self.heartbeat_seconds = heartbeat_seconds
         self.dead_after_seconds = dead_after_seconds
         self.poll_seconds = poll_seconds
+        self.reconcile_seconds = reconcile_seconds
         self._store: Store | None = None
         self._client: Any = None
         self._slot: ExecutorSlot | None = None
         self._heartbeat: Heartbeat | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._reconciler: Reconciler | None = None
+        self._tasks: builtins.list[asyncio.Task[None]] = []
         self._launched = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -134,15 +143,19 @@ class DurableEngine:
             poll_seconds=self.poll_seconds,
         )
         self._launched = True
-        self._supervisor = asyncio.create_task(
-            supervise(
-                store,
-                self.executor_id,
-                interval=self.heartbeat_seconds,
-                dead_after=self.dead_after_seconds,
-                take_over=self._take_over,
-            )
-        )
+        self._reconciler = Reconciler(store, self._client)
+        self._tasks = [
+            asyncio.create_task(
+                supervise(
+                    store,
+                    self.executor_id,
+                    interval=self.heartbeat_seconds,
+                    dead_after=self.dead_after_seconds,
+                    take_over=self._take_over,
+                )
+            ),
+            asyncio.create_task(self._reconciler.run(self.reconcile_seconds)),
+        ]
 
     async def stop(self) -> None:
         """Stop workers (their unfinished runs resume elsewhere or at the next start)."""
@@ -151,10 +164,10 @@ class DurableEngine:
             await self._teardown(store)
 
     async def _teardown(self, store: Store) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-            self._supervisor = None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._launched:
             await asyncio.to_thread(dbos_runtime.destroy)
             self._launched = False
@@ -272,22 +285,7 @@ class DurableEngine:
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not ended (``Conflict`` if it has)."""
-
-        def finished(record: RunRecord) -> dict[str, Any]:
-            duration = time.time() - record.started_at if record.started_at else 0.0
-            return RunFinished(
-                run_id=run_id,
-                step=record.steps,
-                status="cancelled",
-                stop_reason="cancelled",
-                output=None,
-                error=None,
-                usage=Usage(**record.usage),
-                cost_usd=record.cost_usd,
-                steps=record.steps,
-                duration=duration,
-            ).to_dict()
-
+        finished = partial(final_event, status="cancelled", stop_reason="cancelled", error=None)
         record = await asyncio.to_thread(self.store.cancel, run_id, finished)
         segment = await asyncio.to_thread(_segment_of, self.store, run_id)
         try:

@@ -173,27 +173,43 @@ class Store:
 
     def cancel(self, run_id: str, finished: Callable[[RunRecord], Row]) -> RunRecord:
         """Mark the run cancelled and append its final event (``finished(record)``)."""
+        record, ended = self.end(
+            run_id, {"status": "cancelled", "stop_reason": "cancelled"}, finished
+        )
+        if record is None:
+            raise NotFound(f"No run has the id {run_id!r}.")
+        if not ended:
+            raise Conflict(f"Run {run_id!r} is already {record.status}; it cannot be cancelled.")
+        return record
+
+    def end(
+        self,
+        run_id: str,
+        values: Mapping[str, Any],
+        finished: Callable[[RunRecord], Row],
+        *,
+        segment: int | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> tuple[RunRecord | None, bool]:
+        """End a run that has not ended (or, given ``segment`` and ``statuses``, that is still
+        where the caller saw it): set ``values``, clear its pending calls and append its final
+        event ``finished(record)`` at the next seq. Returns the run (None if there is no such
+        run) and whether this call ended it."""
         now = time.time()
+        guard = [runs.c.id == run_id, runs.c.status.not_in(TERMINAL)]
+        if statuses is not None:
+            guard.append(runs.c.status.in_(statuses))
+        if segment is not None:
+            guard.append(runs.c.segment == segment)
+        change = {**values, "pending": [], "finished_at": now, "updated_at": now}
         with self.engine.begin() as conn:
-            done = conn.execute(
-                sa.update(runs)
-                .where(runs.c.id == run_id, runs.c.status.not_in(TERMINAL))
-                .values(
-                    status="cancelled",
-                    stop_reason="cancelled",
-                    pending=[],
-                    finished_at=now,
-                    updated_at=now,
-                )
-            )
+            done = conn.execute(sa.update(runs).where(*guard).values(**change))
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
             if row is None:
-                raise NotFound(f"No run has the id {run_id!r}.")
+                return None, False
             record = _record(row._asdict())
             if done.rowcount != 1:
-                raise Conflict(
-                    f"Run {run_id!r} is already {record.status}; it cannot be cancelled."
-                )
+                return record, False
             last = conn.execute(
                 sa.select(sa.func.max(events.c.seq)).where(events.c.run_id == run_id)
             ).scalar()
@@ -203,7 +219,19 @@ class Store:
                     run_id=run_id, seq=(last or 0) + 1, type=data["type"], data=data
                 )
             )
-        return record
+        return record, True
+
+    def unfinished(self, *, after: str, limit: int) -> list[Row]:
+        """Up to ``limit`` runs that are queued or in progress, by id after ``after``: each
+        one's id, status, segment and last update."""
+        query = (
+            sa.select(runs.c.id, runs.c.status, runs.c.segment, runs.c.updated_at)
+            .where(runs.c.status.in_(("queued", "in_progress")), runs.c.id > after)
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(query)]
 
     def decide(
         self,
