@@ -93,6 +93,8 @@ class Cli:
         self.cwd = cwd
         self.env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), os.getenv("PYTHONPATH")]))
+        # No embedded model either, even where loopwise[local] is installed.
+        self.env["LOOPWISE_LOCAL_MODEL"] = str(cwd / "absent.gguf")
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "loopwise", *args]

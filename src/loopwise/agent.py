@@ -340,6 +340,8 @@ class AgentStream(Generic[OutputT]):
 
 
 def _check_model_string(model: str) -> None:
+    if model == "local":  # the embedded model with its default weights
+        return
     provider, sep, name = model.partition(":")
     if not sep or not name or not provider:
         raise UsageError(

