@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev]"
+# llama-cpp-python (the `local` extra) builds from source: about 9 min on 2 cores, once (pip
+# keeps the wheel). The script picks portable build flags where -march=native would crash.
+CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \
+  .venv/bin/python -m pip install -q -e ".[dev]"
 echo "== ruff"; .venv/bin/ruff check src tests bench examples
 echo "== mypy (strict, src/ and the type-level tests)"; .venv/bin/mypy && .venv/bin/mypy --strict tests/typed_agent.py
 echo "== pytest"; .venv/bin/pytest -q "$@"

