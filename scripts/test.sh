@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# torch first, pinned: `pip install torch==2.13.0` takes the CPU build from this machine's
+# disk, where an unpinned torch (pulled in by sentence-transformers, the `memory` extra)
+# would fetch a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
 # llama-cpp-python (the `local` extra) builds from source: about 9 min on 2 cores, once (pip
 # keeps the wheel). The script picks portable build flags where -march=native would crash.
 CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \

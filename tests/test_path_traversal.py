@@ -327,3 +327,58 @@ def test_swap_between_check_and_open_through_the_tools(
             runs[label](path)
         assert not swaps and not leaked(caught.value.message)
     assert snapshot(lay) == before
+
+
+CANARY_FILES = ("outside/secret.txt", "outside/sub/deep.txt", "ws-evil/secret.txt")
+
+
+@pytest.mark.parametrize("kind", ["pdf", "image"])
+def test_document_tools_refuse_the_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """read_pdf and read_image take the same corpus; the outside files are real PDFs or PNGs.
+
+    The canary files keep their names but hold a PDF whose text is the canary, or a PNG of a
+    size found nowhere else (1237x17), so reading one through any escape shows in the output.
+    """
+    pytest.importorskip("pypdf", reason="the vision extra is not installed")
+    import asyncio
+
+    from loopwise.toolkits.documents import documents
+    from media_files import png, text_pdf
+
+    lay = build(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    content = text_pdf([f"{CANARY} in a pdf"]) if kind == "pdf" else png(1237, 17)
+    for name in (*CANARY_FILES, "home/secret.txt"):
+        (tmp_path / name).write_bytes(content)
+    (lay.ws / "inside.pdf").write_bytes(text_pdf(["inside text"]))
+    (lay.ws / "inside.png").write_bytes(png(20, 10))
+    by_name = {t.name: t for t in documents(lay.ws)}
+    target = by_name["read_pdf" if kind == "pdf" else "read_image"]
+    marker = CANARY if kind == "pdf" else "1237x17"
+    corpus = [*payloads(lay), "inside.pdf" if kind == "pdf" else "inside.png"]
+    before = snapshot(lay)
+    escapes: list[str] = []
+    unclear: list[str] = []
+    outcomes = {"ok": 0, "refused": 0}
+    for payload in corpus:
+        try:
+            output = str(asyncio.run(target.function(**target.validate({"path": payload}))))
+            outcomes["ok"] += 1
+        except ModelRetry as exc:
+            output = exc.message
+            outcomes["refused"] += 1
+        except Exception as exc:
+            output = f"{type(exc).__name__}: {exc}"
+            unclear.append(f"{payload!r}: {output}")
+        if marker in output or leaked(output):
+            escapes.append(f"{payload!r} leaked: {output[:200]!r}")
+    figure(
+        f"path traversal, {target.name}: {len(corpus)} payloads, escapes: {len(escapes)} "
+        f"({outcomes['refused']} refused, {outcomes['ok']} read inside the workspace)"
+    )
+    assert snapshot(lay) == before
+    assert escapes == []
+    assert unclear == []
+    assert outcomes["ok"] >= 1  # the control file inside the workspace is read

@@ -32,6 +32,9 @@ from wire_servers import Reply, ToolCall, WireServer, error_reply
 
 pytestmark = pytest.mark.anyio
 
+PNG_1PX = (  # a real 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 FAST = RetryPolicy(initial_delay=0.01)
 SETTINGS = ModelSettings(max_tokens=256)
 WEATHER = ToolDefinition(
@@ -185,7 +188,7 @@ async def test_images_and_documents_become_base64_blocks(server: WireServer) -> 
     user = UserMessage(
         parts=(
             TextPart(text="Look:"),
-            ImagePart(media_type="image/png", data="iVBORw0KGgo="),
+            ImagePart(media_type="image/png", data=PNG_1PX),
             DocumentPart(media_type="application/pdf", data="JVBERi0xLjQ=", text="ignored"),
         )
     )
@@ -193,7 +196,7 @@ async def test_images_and_documents_become_base64_blocks(server: WireServer) -> 
     content = server.requests[0].body["messages"][0]["content"]
     assert content[1] == {
         "type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX},
     }
     assert content[2] == {
         "type": "document",

@@ -31,7 +31,14 @@ from loopwise.messages import (
     ToolResultPart,
     UserMessage,
 )
-from loopwise.models import ModelSettings, StreamingModel, default_model, infer_model, local
+from loopwise.models import (
+    ModelSettings,
+    StreamingModel,
+    _constrained,
+    default_model,
+    infer_model,
+    local,
+)
 from loopwise.models.local import LocalModel, default_weights
 
 pytestmark = pytest.mark.anyio
@@ -340,21 +347,21 @@ def test_turn_schema_offers_each_tool_and_the_answer() -> None:
     from loopwise.messages import ToolDefinition
 
     tools = [calculator.definition(), ToolDefinition(name="n", description="", parameters=nested)]
-    schema = local._turn_schema(tools, answer=True)
+    schema = _constrained.turn_schema(tools, answer=True)
     names = [o["properties"].get("tool", {}).get("const") for o in schema["oneOf"]]
     assert names == ["calculator", "n", None]
     assert "Point" in schema["$defs"]
     assert "$defs" not in schema["oneOf"][1]["properties"]["arguments"]
-    assert len(local._turn_schema(tools, answer=False)["oneOf"]) == 2
+    assert len(_constrained.turn_schema(tools, answer=False)["oneOf"]) == 2
 
 
 def test_turns_are_parsed_into_parts() -> None:
-    [call] = local._parse_turn('{"tool": "calculator", "arguments": {"expression": "1+1"}}')
+    [call] = _constrained.parse_turn('{"tool": "calculator", "arguments": {"expression": "1+1"}}')
     assert isinstance(call, ToolCallPart) and call.args == {"expression": "1+1"}
     assert call.id.startswith("call_")
-    assert local._parse_turn('{"answer": "391"}') == [TextPart(text="391")]
-    assert local._parse_turn('{"answer": "cut off') == [TextPart(text='{"answer": "cut off')]
-    [odd] = local._parse_turn('{"tool": "calculator", "arguments": [1]}')
+    assert _constrained.parse_turn('{"answer": "391"}') == [TextPart(text="391")]
+    assert _constrained.parse_turn('{"answer": "cut off') == [TextPart(text='{"answer": "cut off')]
+    [odd] = _constrained.parse_turn('{"tool": "calculator", "arguments": [1]}')
     assert isinstance(odd, ToolCallPart) and odd.raw_args == "[1]"
 
 

@@ -30,6 +30,9 @@ from wire_servers import Reply, ToolCall, WireServer, error_reply
 
 pytestmark = pytest.mark.anyio
 
+PNG_1PX = (  # a real 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 FAST = RetryPolicy(initial_delay=0.01)
 SETTINGS = ModelSettings(max_tokens=256)
 WEATHER = ToolDefinition(
@@ -185,19 +188,28 @@ async def test_images_and_documents(server: WireServer) -> None:
     user = UserMessage(
         parts=(
             TextPart(text="Look:"),
-            ImagePart(media_type="image/png", data="iVBORw0KGgo="),
+            ImagePart(media_type="image/png", data=PNG_1PX),
             DocumentPart(media_type="application/pdf", data="JVBERi0xLjQ=", text="Page one."),
-            DocumentPart(media_type="application/pdf", data="A" * 400),
         )
     )
     await make_model(server).request([user], [], SETTINGS)
     content = server.requests[0].body["messages"][0]["content"]
+    pdf_url = "data:application/pdf;base64,JVBERi0xLjQ="
     assert content == [
         {"type": "text", "text": "Look:"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "text", "text": "Page one."},
-        {"type": "text", "text": "[document: application/pdf, 300 bytes, not shown]"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}"}},
+        {"type": "file", "file": {"filename": "document.pdf", "file_data": pdf_url}},
     ]
+    # A model without vision: a stand-in for the image, the PDF's text or a placeholder.
+    server.push(Reply(text="seen"))
+    user = UserMessage(parts=(*user.parts, DocumentPart(media_type="text/csv", data="A" * 400)))
+    model = make_model(server, provider="vllm")
+    await model.request([user], [], SETTINGS)
+    assert model.vision is False
+    assert server.requests[1].body["messages"][0]["content"] == (
+        "Look:\n\n[image: 1x1 PNG, not shown: model has no vision]\n\nPage one.\n\n"
+        "[document: text/csv, 300 bytes, not shown]"
+    )
 
 
 @pytest.mark.parametrize("choice", ["auto", "required", "none"])

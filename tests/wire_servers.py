@@ -56,6 +56,9 @@ class Reply:
     ``stream_error`` streams the text, then an error event instead of the end.
     ``gate``: when streaming, the server sends the first text delta and then waits for this
     event before sending the rest; it proves the client sees deltas as they arrive.
+    Garbage (OpenAI wire): ``content_type`` labels a ``raw_body``; ``truncate`` streams the
+    text and tool calls, then closes the connection with no finish reason and no ``[DONE]``;
+    ``raw_events`` streams these SSE ``data:`` payloads verbatim instead of the reply.
     """
 
     text: str = ""
@@ -74,6 +77,9 @@ class Reply:
     stream_error: str | None = None
     gate: threading.Event | None = None
     model: str | None = None
+    content_type: str = "application/json"
+    truncate: bool = False
+    raw_events: tuple[str, ...] | None = None
 
 
 def error_reply(
@@ -236,10 +242,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
+    def _json(
+        self,
+        status: int,
+        payload: Any,
+        headers: Mapping[str, str],
+        content_type: str = "application/json",
+    ) -> None:
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)
@@ -266,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, reply: Reply, openai: bool) -> None:
         if reply.raw_body is not None:
-            self._json(reply.status, reply.raw_body, reply.headers)
+            self._json(reply.status, reply.raw_body, reply.headers, reply.content_type)
             return
         if openai:
             kind = reply.error_type or ("rate_limit_error" if reply.status == 429 else "error")
@@ -407,6 +419,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse({**chunk, "choices": [choice]})
 
         self._start_sse(reply.headers)
+        if reply.raw_events is not None:
+            for event in reply.raw_events:
+                self._sse(event)
+            return
         send({"role": "assistant", "content": ""})
         for sent, text in enumerate(self._text_chunks(reply), start=1):
             send({"content": text})
@@ -421,6 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             send({"tool_calls": [first]})
             for piece in _pieces(call["function"]["arguments"]):
                 send({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        if reply.truncate:
+            return  # HTTP/1.0: returning closes the connection mid-stream
         send({}, finish)
         if usage:
             self._sse({**chunk, "choices": [], "usage": self._openai_usage(reply)})

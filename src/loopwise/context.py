@@ -10,10 +10,12 @@ never separated from its result.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from ._imaging import BadMedia, image_info, image_tokens
 from .errors import LoopwiseError
 from .messages import (
     AssistantMessage,
@@ -65,12 +67,23 @@ def _part_tokens(part: object) -> int:
     if isinstance(part, ToolCallPart):
         return _text_tokens(part.name) + _text_tokens(part.raw_args or json.dumps(part.args)) + 8
     if isinstance(part, ToolResultPart):
-        return _text_tokens(part.content) + 8
+        return _text_tokens(part.content) + 8 + sum(map(_image_part_tokens, part.images))
     if isinstance(part, ImagePart):
-        return _IMAGE_TOKENS
+        return _image_part_tokens(part)
     if isinstance(part, DocumentPart):
         return _text_tokens(part.text) if part.text else len(part.data) // 3
     return 0
+
+
+def _image_part_tokens(part: ImagePart) -> int:
+    """About width x height / 750 as the provider scales it; the size is read from the
+    header (the first 192 KB of the data at most, never the whole image)."""
+    try:
+        head = base64.b64decode(part.data[:262_144], validate=False)
+        info = image_info(head, max_pixels=1 << 62)
+    except (BadMedia, ValueError):
+        return _IMAGE_TOKENS
+    return image_tokens(info.width, info.height)
 
 
 def estimate_tokens(message: Message) -> int:
@@ -204,13 +217,16 @@ def _shorten_message(history: History, index: int, *, limit: int) -> bool:
     parts: list[UserPart] = []
     changed = False
     for p in message.parts:
-        if isinstance(p, ToolResultPart) and len(p.content) > limit + 80:
-            omitted = len(p.content) - limit
-            content = (
-                f"{p.content[:limit]}\n... [shortened to save context: "
-                f"{omitted} characters omitted]"
-            )
-            parts.append(replace(p, content=content))
+        if isinstance(p, ToolResultPart) and (len(p.content) > limit + 80 or p.images):
+            content = p.content
+            if len(content) > limit + 80:
+                content = (
+                    f"{content[:limit]}\n... [shortened to save context: "
+                    f"{len(content) - limit} characters omitted]"
+                )
+            if p.images:
+                content += f"\n[{len(p.images)} image(s) removed to save context]"
+            parts.append(replace(p, content=content, images=()))
             changed = True
         else:
             parts.append(p)

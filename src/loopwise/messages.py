@@ -62,13 +62,18 @@ class ToolCallPart:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolResultPart:
-    """The observation for one tool call, rendered to text for the model."""
+    """The observation for one tool call, rendered to text for the model.
+
+    ``images`` holds what a tool returned as pictures (a screenshot, a page of a PDF);
+    adapters send them in the wire's own form, or as a text stand-in without vision.
+    """
 
     type: Literal["tool_result"] = "tool_result"
     call_id: str
     name: str
     content: str
     is_error: bool = False
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

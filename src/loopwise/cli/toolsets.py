@@ -17,8 +17,10 @@ from ..tools import Tool
 
 __all__ = ["TOOLKIT_NAMES", "TerminalApprover", "ToolSpec", "build_tools", "parse_tool_specs"]
 
-TOOLKIT_NAMES = ("files", "http", "git", "python", "shell", "scripts", "system")
-_NEEDS_WORKSPACE = {"files", "git", "python", "shell"}
+TOOLKIT_NAMES = (
+    "files", "http", "git", "python", "shell", "scripts", "system", "documents", "browser"
+)  # fmt: skip
+_NEEDS_WORKSPACE = {"files", "git", "python", "shell", "documents", "browser"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,10 @@ def _toolkit(spec: ToolSpec, workspace: Path | None, allow_hosts: Sequence[str])
         case "system":
             logs = spec.arg.split(os.pathsep) if spec.arg else ["/var/log"]
             return toolkits.system(log_dirs=logs)
+        case "documents":
+            return toolkits.documents(where)
+        case "browser":
+            return toolkits.browser(workspace=where, allow=list(allow_hosts))
     raise UsageError(f"unknown toolkit {spec.name!r}")  # pragma: no cover
 
 

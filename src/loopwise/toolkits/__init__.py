@@ -6,11 +6,13 @@ the workspace, fetches stay off private addresses, git stays read-only, and gene
 runs only in the OS sandbox (:mod:`loopwise.sandbox`).
 """
 
+from .browser import browser
 from .code import python, shell
+from .documents import documents
 from .files import files
 from .git import git
 from .http import http
 from .scripts import scripts
 from .system import system
 
-__all__ = ["files", "git", "http", "python", "scripts", "shell", "system"]
+__all__ = ["browser", "documents", "files", "git", "http", "python", "scripts", "shell", "system"]
