@@ -21,6 +21,7 @@ from ..agent import Agent
 from ..durable.records import InvalidArguments, RunRecord, StoredEvent
 from .auth import ApiKeys, BearerAuth
 from .errors import ApiError, BodyLimit, install_error_handlers
+from .memory_routes import memory_router
 from .openapi import SSE_EVENT_SCHEMA, error_responses, openapi
 from .schemas import (
     NO_NUL,
@@ -137,6 +138,7 @@ def create_app(
     app.state.settings = settings or ServerSettings()
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(memory_router)
     app.state.routes = [*router.routes, *app.routes]  # for the Allow header of a 405
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(BearerAuth, keys=keys, required=require_auth, open_paths=OPEN_PATHS)
