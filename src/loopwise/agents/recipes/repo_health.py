@@ -1,0 +1,175 @@
+"""Recipe ``repo-health``: commits per author in the last N days, the most recently
+changed files, and the TODO/FIXME notes in the repository, as a Markdown report.
+
+The model investigates with the read-only ``git`` and ``files`` toolkits and writes the
+summary; the report's facts come from those tools' real output (the recipe makes any of
+the three calls the model did not make itself).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...approval import ApprovalCallback
+from ...errors import UsageError
+from ...events import Event
+from ...limits import Budget
+from ...models import Model
+from ...toolkits import files, git
+from .base import Need, Recipe, RecipeResult, ReportNotWritten, bullets, report, table, write_report
+
+__all__ = ["repo_health"]
+
+SYSTEM = """\
+You check the health of a git repository with read-only tools. Call the tools you are \
+asked to call, with exactly the arguments given, then answer with a two-sentence summary."""
+
+_SHORTLOG = re.compile(r"^\s*(\d+)\t(.*?)(?: <([^>]*)>)?\s*$")
+_STAT = re.compile(r"^ (\S.*?)\s+\|\s+(?:\d+|Bin)")
+_GREP = re.compile(r"^(.+?):(\d+):\s?(.*)$")
+
+
+async def repo_health(
+    repo: str | Path,
+    *,
+    model: str | Model | None = None,
+    days: int = 30,
+    out: str | Path = "repo-health.md",
+    workspace: str | Path | None = None,
+    approve: ApprovalCallback | None = None,
+    budget: Budget | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    max_steps: int = 12,
+) -> RecipeResult:
+    """Check ``repo`` and write the report to ``out`` (see the module docstring).
+
+    ``budget`` is shared by the model's runs; ``approve`` decides overwriting ``out`` and
+    writing outside ``workspace``; ``on_event`` sees every event of the runs."""
+    if days < 1:
+        raise UsageError(f"days must be 1 or more, not {days}.")
+    root = Path(repo)
+    if not (root / ".git").exists():
+        raise UsageError(f"{str(repo)!r} is not a git repository (no .git found).")
+    tools = [*git(root), *files(root, read_only=True)]
+    needs = [
+        Need("git_shortlog", {"since": f"{days} days ago"}),
+        Need("git_log", {"max_count": 30, "oneline": True, "stat": True}),
+        Need("grep", {"pattern": "TODO|FIXME"}),
+    ]
+    task = (
+        f'Check the health of the repository. Call git_shortlog with since="{days} days ago"; '
+        "call git_log with max_count=30, oneline=true, stat=true; call grep with "
+        'pattern="TODO|FIXME". Then summarise what you found in two sentences.'
+    )
+    recipe = Recipe(
+        "repo-health", model, budget=budget, approve=approve, on_event=on_event, max_steps=max_steps
+    )
+    shortlog, log, grep = await recipe.gather(tools, SYSTEM, task, needs)
+    facts: dict[str, Any] = {
+        "days": days,
+        "commits_by_author": parse_shortlog(shortlog),
+        "recent_files": parse_recent_files(log)[:15],
+        "todos": parse_todos(grep)[:50],
+    }
+    summary, steps = await recipe.summarise(_facts_text(facts), _fallback(facts))
+    steps = steps or _next_steps(facts)
+    text = report(
+        f"Repository health: {_repo_name(root)}",
+        [
+            ("Summary", summary),
+            (f"Commits per author (last {days} days)", _authors(facts)),
+            ("Most recently modified files", bullets(facts["recent_files"])),
+            ("TODO / FIXME", _todos(facts)),
+            ("Next steps", bullets(steps)),
+        ],
+        [f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.", *recipe.notes],
+    )
+    try:
+        path = await write_report(out, text, workspace=workspace, approve=approve)
+    except ReportNotWritten as exc:
+        return recipe.result("incomplete", str(exc), next_steps=steps, facts=facts)
+    return recipe.result("completed", summary, artifacts=[str(path)], next_steps=steps, facts=facts)
+
+
+def parse_shortlog(text: str) -> list[dict[str, Any]]:
+    """``git shortlog -sne`` lines → [{author, email, commits}], most commits first."""
+    rows = []
+    for line in text.splitlines():
+        m = _SHORTLOG.match(line)
+        if m:
+            rows.append({"author": m[2], "email": m[3] or "", "commits": int(m[1])})
+    return rows
+
+
+def parse_recent_files(text: str) -> list[str]:
+    """Files in ``git log --stat`` output, newest commit first, each once."""
+    seen: dict[str, None] = {}
+    for line in text.splitlines():
+        m = _STAT.match(line)
+        if m:
+            seen.setdefault(m[1].strip(), None)
+    return list(seen)
+
+
+def parse_todos(text: str) -> list[dict[str, Any]]:
+    """``grep`` output lines "file:line: text" → [{file, line, text}] (not under .git)."""
+    rows = []
+    for line in text.splitlines():
+        m = _GREP.match(line)
+        if m and not m[1].startswith(".git/"):
+            rows.append({"file": m[1], "line": int(m[2]), "text": m[3].strip()})
+    return rows
+
+
+def _repo_name(root: Path) -> str:
+    return os.path.basename(os.path.abspath(root))
+
+
+def _authors(facts: dict[str, Any]) -> str:
+    rows = [(a["author"], a["email"], a["commits"]) for a in facts["commits_by_author"]]
+    return table(["Author", "Email", "Commits"], rows) if rows else "No commits in this period."
+
+
+def _todos(facts: dict[str, Any]) -> str:
+    return bullets([f"`{t['file']}:{t['line']}` {t['text']}" for t in facts["todos"]])
+
+
+def _facts_text(facts: dict[str, Any]) -> str:
+    authors = ", ".join(f"{a['author']} ({a['commits']})" for a in facts["commits_by_author"])
+    todos = "; ".join(f"{t['file']}:{t['line']} {t['text']}" for t in facts["todos"][:10])
+    return (
+        f"Commits per author in the last {facts['days']} days: {authors or 'none'}.\n"
+        f"Most recently changed files: {', '.join(facts['recent_files'][:10]) or 'none'}.\n"
+        f"TODO/FIXME notes ({len(facts['todos'])}): {todos or 'none'}."
+    )
+
+
+def _fallback(facts: dict[str, Any]) -> str:
+    authors = facts["commits_by_author"]
+    total = sum(a["commits"] for a in authors)
+    return (
+        f"{total} commits by {len(authors)} authors in the last {facts['days']} days; "
+        f"{len(facts['todos'])} TODO/FIXME notes found."
+    )
+
+
+def _next_steps(facts: dict[str, Any]) -> list[str]:
+    steps = []
+    authors = facts["commits_by_author"]
+    total = sum(a["commits"] for a in authors)
+    if not authors:
+        steps.append(f"No commits in {facts['days']} days: check whether the project is active.")
+    elif authors[0]["commits"] > 0.7 * total and len(authors) > 1:
+        steps.append(f"{authors[0]['author']} made most commits: spread reviews and knowledge.")
+    if facts["todos"]:
+        first = facts["todos"][0]
+        steps.append(
+            f"Resolve or ticket the {len(facts['todos'])} TODO/FIXME notes, "
+            f"starting with {first['file']}:{first['line']}."
+        )
+    return steps or ["No action needed."]
