@@ -55,8 +55,34 @@ def test_every_example_is_tested(path: Path) -> None:
         "repo_report.py",
         "durable_approval.py",
         "service_agents.py",
+        "read_pdf.py",
+        "memory_agent.py",
+        "team_review.py",
     }
     assert path.name in tested, f"add a test for examples/{path.name}"
+
+
+def test_team_review_example() -> None:
+    out = run("team_review.py")
+    assert "    run_started notes.1.call_0_0" in out  # the researcher, a child of the lead
+    assert "completed after 2 reviews" in out
+    assert "article: WAL: readers work while one writer writes." in out
+
+
+def test_read_pdf_example() -> None:
+    pytest.importorskip("pypdfium2")
+    out = run("read_pdf.py")
+    assert out.startswith("completed\nreport.pdf: PDF, 2 pages; showing pages 1-2.")
+    assert "[page 1]\nQuarterly revenue grew 12 percent." in out
+    assert "[page 2 rendered as an image]\n(images attached: 1)" in out
+
+
+def test_memory_agent_example() -> None:
+    pytest.importorskip("sentence_transformers", reason="the memory extra is not installed")
+    out = run("memory_agent.py")
+    assert "stored: run memory, source=deterministic, untrusted=True" in out
+    assert "related task got the memory: True" in out
+    assert "unrelated task got the memory: False" in out
 
 
 def test_repo_report_example(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ from .approval import ApprovalRequest, Approve, Reject
 from .context import ContextPolicy
 from .errors import LoopwiseError, ModelError, ModelRetry, UsageError
 from .limits import Budget
+from .media import Document, Image
 from .messages import (
     AssistantMessage,
+    DocumentPart,
+    ImagePart,
     Message,
     SystemMessage,
     TextPart,
@@ -38,6 +41,10 @@ __all__ = [
     "AssistantMessage",
     "Budget",
     "ContextPolicy",
+    "Document",
+    "DocumentPart",
+    "Image",
+    "ImagePart",
     "LoopPolicy",
     "LoopwiseError",
     "Message",

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from typing_extensions import TypeVar
 
@@ -22,7 +22,11 @@ from .models.pricing import ModelPrice, pricer_for
 from .output import OutputSpec
 from .repetition import LoopDetector, LoopPolicy
 from .result import RunResult
+from .scope import RunScope
 from .tools import Tool, tool
+
+if TYPE_CHECKING:
+    from .memory import Memory
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "Agent", "AgentStream"]
 
@@ -49,7 +53,9 @@ class Agent(Generic[DepsT, OutputT]):
     set). ``budget`` limits USD, tokens, seconds and tool calls; ``max_steps`` limits model
     calls. ``output_type`` other than ``str`` asks the model for a validated structured
     answer. ``approve`` decides calls to tools made with ``requires_approval=True``;
-    without it such a call pauses the run as ``input_required``.
+    without it such a call pauses the run as ``input_required``. ``memory`` (a
+    :class:`~loopwise.memory.Memory`) recalls relevant memories at the start of a run and
+    stores one when it ends.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class Agent(Generic[DepsT, OutputT]):
         loop_policy: LoopPolicy | None = None,
         context_policy: ContextPolicy | None = None,
         deps_type: type[DepsT] | None = None,
+        memory: Memory | None = None,
     ):
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}.")
@@ -97,6 +104,7 @@ class Agent(Generic[DepsT, OutputT]):
         self.deps_type = deps_type
         self._output = OutputSpec(output_type)
         self._resolved: Model | None = None
+        self.memory = memory
 
     # -- running ---------------------------------------------------------------------
 
@@ -111,12 +119,14 @@ class Agent(Generic[DepsT, OutputT]):
         cancel: asyncio.Event | None = None,
         run_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        parent: RunScope | None = None,
     ) -> RunResult[OutputT]:
         """Run the agent on ``input`` to the end and return the result.
 
         ``messages`` continues an earlier conversation; ``cancel`` (an ``asyncio.Event``)
         ends the run as ``cancelled`` when set; ``model`` and ``budget`` override the
-        agent's for this run.
+        agent's for this run. ``parent`` makes it a child run that spends from the
+        parent's budget (see :mod:`loopwise.agents`).
         """
         stream = self.stream(
             input,
@@ -128,6 +138,7 @@ class Agent(Generic[DepsT, OutputT]):
             run_id=run_id,
             metadata=metadata,
             text_deltas=False,
+            parent=parent,
         )
         async for _ in stream:
             pass
@@ -153,6 +164,7 @@ class Agent(Generic[DepsT, OutputT]):
         run_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         text_deltas: bool = True,
+        parent: RunScope | None = None,
     ) -> AgentStream[OutputT]:
         """Run the agent, yielding its events as they happen; ``.result`` at the end."""
         history = self._history(input, messages)
@@ -166,7 +178,16 @@ class Agent(Generic[DepsT, OutputT]):
             metadata=metadata,
             text_deltas=text_deltas,
             input_text=_input_text(input),
+            parent=parent,
         )
+
+    def as_tool(
+        self, name: str | None = None, description: str | None = None, **options: Any
+    ) -> Tool:
+        """This agent as a tool of another agent (:func:`loopwise.agents.agent_tool`)."""
+        from .agents.as_tool import agent_tool
+
+        return agent_tool(self, name=name, description=description, **options)
 
     async def resume(
         self,
@@ -271,13 +292,18 @@ class Agent(Generic[DepsT, OutputT]):
         input_text: str,
         decisions: dict[str, Decision] | None = None,
         prior: RunResult[Any] | None = None,
+        parent: RunScope | None = None,
     ) -> AgentStream[OutputT]:
         resolved = self._model(model)
         budget = budget or self.budget
-        pricer = pricer_for(
-            resolved.provider, resolved.model_name, self.price, required=budget.max_usd is not None
+        priced = budget.max_usd is not None or _limits_usd(parent)
+        pricer = pricer_for(resolved.provider, resolved.model_name, self.price, required=priced)
+        tracker = BudgetTracker(
+            budget=budget,
+            max_steps=self.max_steps,
+            pricer=pricer,
+            parent=parent.tracker if parent is not None else None,
         )
-        tracker = BudgetTracker(budget=budget, max_steps=self.max_steps, pricer=pricer)
         if prior is not None:
             tracker = replace(
                 tracker,
@@ -295,12 +321,13 @@ class Agent(Generic[DepsT, OutputT]):
             settings=self.settings,
             context_window=self.context_window or resolved.context_window,
             context_policy=self.context_policy,
-            approve=self.approve,
+            approve=self.approve or (parent.approve if parent is not None else None),
             deps=deps,
             output_retries=self.output_retries,
             cancel=cancel,
             stream_text=text_deltas,
             metadata=metadata or {},
+            parent=parent,
         )
         state = RunState(
             history=history,
@@ -308,14 +335,17 @@ class Agent(Generic[DepsT, OutputT]):
             detector=LoopDetector(self.loop_policy),
             decisions=decisions or {},
         )
-        return AgentStream(cfg, state, input_text)
+        return AgentStream(cfg, state, input_text, memory=self.memory)
 
 
 class AgentStream(Generic[OutputT]):
     """The events of a run, as an async iterator; ``result`` once iteration has ended."""
 
-    def __init__(self, cfg: RunConfig, state: RunState, input_text: str):
+    def __init__(
+        self, cfg: RunConfig, state: RunState, input_text: str, memory: Memory | None = None
+    ):
         self._cfg = cfg
+        self._memory = memory
         self._state = state
         self._input = input_text
         self.run_id = cfg.run_id
@@ -328,9 +358,14 @@ class AgentStream(Generic[OutputT]):
             agent=cfg.agent_name,
             model=f"{cfg.model.provider}:{cfg.model.model_name}",
             input=self._input,
+            parent_run_id=cfg.parent_run_id,
+            depth=cfg.depth,
         )
-        async for event in run_steps(cfg, self._state):
-            yield event
+        try:
+            async for event in _steps(cfg, self._state, self._memory):
+                yield event
+        finally:
+            self._state.tracker.release()  # a child's call cut short holds nothing
 
     @property
     def result(self) -> RunResult[OutputT]:
@@ -348,6 +383,25 @@ def _check_model_string(model: str) -> None:
             f"Model {model!r} is not of the form 'provider:model', for example "
             "'anthropic:claude-sonnet-4-6'."
         )
+
+
+def _limits_usd(parent: RunScope | None) -> bool:
+    """Whether a run above this one has a USD limit (so this run's calls must be priced)."""
+    tracker = parent.tracker if parent is not None else None
+    while tracker is not None:
+        if tracker.budget.max_usd is not None:
+            return True
+        tracker = tracker.parent
+    return False
+
+
+def _steps(cfg: RunConfig, state: RunState, memory: Memory | None) -> AsyncIterator[Event]:
+    """The loop, wrapped in recall and record when the agent has long-term memory."""
+    if memory is None:
+        return run_steps(cfg, state)
+    from .memory.hook import run_with_memory
+
+    return run_with_memory(memory, cfg, state)
 
 
 def _input_text(input: Input) -> str:

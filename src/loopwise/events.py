@@ -53,10 +53,14 @@ class _Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(_Event):
+    """A run began; a child run (an agent used as a tool) names its parent and depth."""
+
     type: Literal["run_started"] = "run_started"
     agent: str | None
     model: str
     input: str
+    parent_run_id: str | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +177,7 @@ class RunFinished(_Event):
     cost_usd: float
     steps: int
     duration: float
+    parent_run_id: str | None = None
 
 
 Event: TypeAlias = (

@@ -25,7 +25,8 @@ from .approval import (
     as_decision,
 )
 from .messages import ToolCallPart, ToolResultPart
-from .tools import Tool, ToolContext, render_exception, render_result, render_validation_error
+from .scope import RunScope
+from .tools import Tool, ToolContext, render_exception, render_output, render_validation_error
 
 __all__ = ["Batch", "CallOutcome", "prepare", "run_prepared"]
 
@@ -144,10 +145,9 @@ async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None) -> None:
     started = time.perf_counter()
     try:
         value = await o.tool.call(o.args, ctx)
+        content, images = render_output(value, o.tool.max_output_chars)
         o.result = ToolResultPart(
-            call_id=o.call.id,
-            name=o.call.name,
-            content=render_result(value, o.tool.max_output_chars),
+            call_id=o.call.id, name=o.call.name, content=content, images=images
         )
     except asyncio.CancelledError:
         raise
@@ -159,7 +159,13 @@ async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None) -> None:
 
 
 async def run_prepared(
-    batch: Batch, *, run_id: str, step: int, deps: Any, metadata: Mapping[str, Any]
+    batch: Batch,
+    *,
+    run_id: str,
+    step: int,
+    deps: Any,
+    metadata: Mapping[str, Any],
+    scope: RunScope | None = None,
 ) -> None:
     """Run every validated, approved call concurrently; results are filled in place."""
     runnable = [o for o in batch.outcomes if o.result is None and not o.pending]
@@ -168,7 +174,7 @@ async def run_prepared(
         if o.tool is None or o.tool.context_param is None:
             return None
         return ToolContext(
-            run_id, o.call.id, o.call.name, step, deps, metadata, approved=o.approved
+            run_id, o.call.id, o.call.name, step, deps, metadata, approved=o.approved, run=scope
         )
 
     if len(runnable) == 1:

@@ -8,6 +8,7 @@ stops as ``incomplete`` with reason ``budget``.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -62,21 +63,84 @@ class BudgetTracker:
     cost_usd: float = 0.0
     steps: int = 0
     tool_calls: int = 0
+    parent: BudgetTracker | None = None
+    """The tracker of the run that started this one (an agent used as a tool): every call
+    also holds its worst case from the parent's budget, so a team shares one budget."""
     _warned: set[str] = field(default_factory=set)
+    _held: tuple[int, float] = (0, 0.0)  # what this run's call in flight holds in the parent
+    _holds: tuple[int, float] = (0, 0.0)  # what children's calls in flight hold here
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def remaining_seconds(self) -> float | None:
-        if self.budget.max_seconds is None:
-            return None
-        return self.budget.max_seconds - self.elapsed()
+        """Seconds left: this run's, or less when a parent run has less left."""
+        own = None if self.budget.max_seconds is None else self.budget.max_seconds - self.elapsed()
+        above = self.parent.remaining_seconds() if self.parent is not None else None
+        if above is None or (own is not None and own <= above):
+            return own
+        return above
 
     def record(self, usage: Usage) -> None:
-        """Add a finished call's usage (and its price) to the totals."""
+        """Add a finished call's usage (and its price) to the totals, and the parent's."""
+        cost = self.pricer.cost(usage) if self.pricer is not None else 0.0
         self.usage = self.usage + usage
-        if self.pricer is not None:
-            self.cost_usd += self.pricer.cost(usage)
+        self.cost_usd += cost
+        if self.parent is not None:
+            held, self._held = self._held, (0, 0.0)
+            self.parent.settle(held, usage, cost)
+
+    def release(self) -> None:
+        """Give back what a call that never finished (an error, a cancel) held in the parent."""
+        if self.parent is not None:
+            held, self._held = self._held, (0, 0.0)
+            self.parent.settle(held, Usage(), 0.0)
+
+    def hold(self, input_tokens: int, max_tokens: int, floor: int, pricer: Pricer | None) -> int:
+        """Hold a child's call in this budget (and the parents'); how many output tokens it
+        may use, below ``floor`` when it may not run (nothing is then held)."""
+        with self._lock:
+            allowed = self._room(input_tokens, max_tokens, pricer)
+            if allowed >= floor and self.parent is not None:
+                allowed = self.parent.hold(input_tokens, allowed, floor, pricer)
+            if allowed < floor:
+                return allowed
+            cost = self._worst_case(pricer, input_tokens, allowed)
+            self._holds = (self._holds[0] + input_tokens + allowed, self._holds[1] + cost)
+            return allowed
+
+    def settle(self, held: tuple[int, float], usage: Usage, cost: float) -> None:
+        """A child's call ended: free what it held, count what it spent (up the tree)."""
+        with self._lock:
+            self._holds = (max(self._holds[0] - held[0], 0), max(self._holds[1] - held[1], 0.0))
+            self.usage = self.usage + usage
+            self.cost_usd += cost
+        if self.parent is not None:
+            self.parent.settle(held, usage, cost)
+
+    @staticmethod
+    def _worst_case(pricer: Pricer | None, input_tokens: int, output_tokens: int) -> float:
+        if pricer is None:
+            return 0.0
+        return pricer.cost(Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+    def _room(self, input_tokens: int, upper: int, pricer: Pricer | None) -> int:
+        """Output tokens a child's call may use within this budget, after what is held."""
+        b = self.budget
+        remaining = self.remaining_seconds()
+        if remaining is not None and remaining <= 0:
+            return -1
+        allowed = upper
+        if b.max_tokens is not None:
+            used = self.usage.total_tokens + self._holds[0] + input_tokens
+            allowed = min(allowed, b.max_tokens - used)
+        if b.max_usd is not None:
+            if pricer is None:
+                return -1
+            left = b.max_usd - self.cost_usd - self._holds[1]
+            allowed = min(allowed, _affordable(pricer, input_tokens, allowed, left))
+        return allowed
 
     def check_model_call(self, input_tokens: int, max_tokens: int) -> Reservation | Stop:
         """Reserve the next call, or say which limit stops the run."""
@@ -88,7 +152,7 @@ class BudgetTracker:
         allowed = max_tokens
         floor = min(self.budget.min_output_tokens, max_tokens)
         if self.budget.max_tokens is not None:
-            left = self.budget.max_tokens - self.usage.total_tokens - input_tokens
+            left = self.budget.max_tokens - self.usage.total_tokens - self._holds[0] - input_tokens
             if left < floor:
                 return Stop(
                     "budget",
@@ -105,6 +169,18 @@ class BudgetTracker:
                     "could cost more than what is left",
                 )
             allowed = min(allowed, allowed_usd)
+        if self.parent is not None:
+            self.release()
+            granted = self.parent.hold(input_tokens, allowed, floor, self.pricer)
+            if granted < floor:
+                return Stop(
+                    "budget",
+                    "the team's shared budget (of the parent run) has no room left for the "
+                    f"next call of about {input_tokens} input tokens plus output",
+                )
+            allowed = granted
+            cost = self._worst_case(self.pricer, input_tokens, allowed)
+            self._held = (input_tokens + allowed, cost)
         return Reservation(max_tokens=allowed)
 
     def check_tool_calls(self, count: int) -> Stop | None:
@@ -120,16 +196,8 @@ class BudgetTracker:
     def _output_tokens_affordable(self, input_tokens: int, upper: int) -> int:
         """The largest output (≤ upper) whose worst-case price fits the USD left."""
         assert self.pricer is not None and self.budget.max_usd is not None
-        left = self.budget.max_usd - self.cost_usd
-        if self.pricer.cost(Usage(input_tokens=input_tokens, output_tokens=upper)) <= left:
-            return upper
-        base = self.pricer.cost(Usage(input_tokens=input_tokens))
-        if base >= left:
-            return 0
-        per_token = self.pricer.cost(Usage(output_tokens=1_000_000)) / 1_000_000
-        if per_token <= 0:
-            return upper
-        return min(upper, int((left - base) / per_token))
+        left = self.budget.max_usd - self.cost_usd - self._holds[1]
+        return _affordable(self.pricer, input_tokens, upper, left)
 
     def warnings(self) -> list[tuple[str, float, float]]:
         """Limits newly past their warning fraction: (limit, used, maximum), each once."""
@@ -147,3 +215,16 @@ class BudgetTracker:
                 self._warned.add(name)
                 found.append((name, used, maximum))
         return found
+
+
+def _affordable(pricer: Pricer, input_tokens: int, upper: int, left: float) -> int:
+    """The largest output (≤ upper) whose worst-case price fits ``left`` USD."""
+    if pricer.cost(Usage(input_tokens=input_tokens, output_tokens=upper)) <= left:
+        return upper
+    base = pricer.cost(Usage(input_tokens=input_tokens))
+    if base >= left:
+        return 0
+    per_token = pricer.cost(Usage(output_tokens=1_000_000)) / 1_000_000
+    if per_token <= 0:
+        return upper
+    return min(upper, int((left - base) / per_token))

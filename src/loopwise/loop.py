@@ -50,6 +50,7 @@ from .models import Model, ModelSettings, StreamingModel
 from .output import FINAL_ANSWER_TOOL, InvalidOutput, OutputSpec
 from .repetition import LoopDetector
 from .result import RunResult, RunStatus
+from .scope import RunScope
 from .tools import Tool
 
 __all__ = ["RunConfig", "RunState", "run_steps"]
@@ -75,6 +76,8 @@ class RunConfig:
     cancel: asyncio.Event | None = None
     stream_text: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    parent: RunScope | None = None
+    """The run that started this one as a tool (see :mod:`loopwise.scope`)."""
     tool_defs: list[ToolDefinition] = field(default_factory=list)
     tool_tokens: int = 0
 
@@ -83,6 +86,14 @@ class RunConfig:
         if self.output.tool is not None:
             self.tool_defs.append(self.output.tool)
         self.tool_tokens = tools_tokens(self.tool_defs)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.parent.run_id if self.parent is not None else None
+
+    @property
+    def depth(self) -> int:
+        return self.parent.depth + 1 if self.parent is not None else 0
 
 
 @dataclass(slots=True)
@@ -159,6 +170,7 @@ async def run_steps(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
         cost_usd=result.cost_usd,
         steps=result.steps,
         duration=result.duration,
+        parent_run_id=cfg.parent_run_id,
     )
 
 
@@ -327,13 +339,8 @@ async def _run_calls(
                 args=o.call.args,
             )
     tracker.tool_calls += sum(1 for o in batch.outcomes if not o.pending)
-    await _guard(
-        cfg,
-        state,
-        run_prepared(
-            batch, run_id=cfg.run_id, step=tracker.steps, deps=cfg.deps, metadata=cfg.metadata
-        ),
-    )
+    async for event in _run_batch(cfg, state, batch):
+        yield event
     for o in batch.outcomes:
         if o.result is not None:
             yield ToolResulted(
@@ -349,6 +356,46 @@ async def _run_calls(
     results = [by_id[c.id] for c in calls if c.id in by_id]
     async for event in _record_results(cfg, state, calls, results, batch):
         yield event
+
+
+async def _run_batch(cfg: RunConfig, state: RunState, batch: Batch) -> AsyncIterator[Event]:
+    """Run the batch's calls under the run's guard; events of child runs (agents used as
+    tools) are passed on as they happen."""
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    scope = RunScope(
+        cfg.run_id, state.tracker, cfg.depth, cfg.cancel, cfg.approve, queue.put_nowait
+    )
+    work = asyncio.ensure_future(
+        _guard(
+            cfg,
+            state,
+            run_prepared(
+                batch,
+                run_id=cfg.run_id,
+                step=state.tracker.steps,
+                deps=cfg.deps,
+                metadata=cfg.metadata,
+                scope=scope,
+            ),
+        )
+    )
+    getter: asyncio.Future[Event] | None = None
+    try:
+        while not work.done():
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            getter.cancel()
+        while not queue.empty():
+            yield queue.get_nowait()
+        work.result()
+    finally:
+        if getter is not None:
+            getter.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
 
 
 async def _record_results(
@@ -579,4 +626,5 @@ def _finish(
         messages=list(state.history.messages),
         pending_approvals=pending or [],
         model=f"{cfg.model.provider}:{cfg.model.model_name}",
+        parent_run_id=cfg.parent_run_id,
     )

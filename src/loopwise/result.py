@@ -43,6 +43,8 @@ class RunResult(Generic[OutputT]):
     messages: list[Message] = field(default_factory=list)
     pending_approvals: list[ApprovalRequest] = field(default_factory=list)
     model: str | None = None
+    parent_run_id: str | None = None
+    """The run that started this one, when it ran as a tool of another agent."""
 
     def summary(self) -> dict[str, Any]:
         """The result as plain JSON data, without the transcript (what ``--json`` prints)."""
@@ -59,6 +61,7 @@ class RunResult(Generic[OutputT]):
             "tool_calls": self.tool_calls,
             "duration": round(self.duration, 3),
             "model": self.model,
+            "parent_run_id": self.parent_run_id,
             "pending_approvals": [
                 {"call_id": p.call_id, "tool": p.tool_name, "args": p.args}
                 for p in self.pending_approvals

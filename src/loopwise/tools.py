@@ -28,16 +28,19 @@ from typing import (
 from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
 
 from .errors import ModelRetry, UsageError
-from .messages import ToolDefinition
+from .messages import ImagePart, ToolDefinition
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from .scope import RunScope
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
     "Tool",
     "ToolContext",
     "ToolFailed",
+    "render_output",
     "render_result",
     "tool",
 ]
@@ -63,6 +66,8 @@ class ToolContext(Generic[DepsT]):
     metadata: Mapping[str, Any] = field(default_factory=dict)
     approved: bool = False
     """True when a human approved this very call (the tool needed approval for these args)."""
+    run: RunScope | None = None
+    """The calling run as a parent (budget, cancel, events), for tools that start runs."""
 
     @property
     def idempotency_key(self) -> str:
@@ -263,8 +268,43 @@ def _parse_docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 # Rendering results and errors for the model
 
 
+MAX_RESULT_IMAGES = 8
+
+
+def _images_in(value: Any) -> tuple[list[Any], tuple[ImagePart, ...]] | None:
+    """A result's other items and its images, when it is an image or a list holding some."""
+    items = [value] if isinstance(value, ImagePart) else value
+    if not isinstance(items, (list, tuple)) or not any(isinstance(v, ImagePart) for v in items):
+        return None
+    images = tuple(v for v in items if isinstance(v, ImagePart))
+    return [v for v in items if not isinstance(v, ImagePart)], images
+
+
+def render_output(value: Any, max_chars: int) -> tuple[str, tuple[ImagePart, ...]]:
+    """Text and images for the model: a tool may return an ``ImagePart`` or a list mixing
+    text and images (at most ``MAX_RESULT_IMAGES`` are kept)."""
+    split = _images_in(value)
+    if split is None:
+        return render_result(value, max_chars), ()
+    others, images = split
+    text = "\n".join(render_result(v, max_chars) for v in others)
+    if not text:
+        text = f"(the tool returned {len(images)} image{'s' if len(images) > 1 else ''})"
+    if len(images) > MAX_RESULT_IMAGES:
+        text += f"\n[{len(images) - MAX_RESULT_IMAGES} more images left out]"
+        images = images[:MAX_RESULT_IMAGES]
+    return truncate(text, max_chars), images
+
+
 def render_result(value: Any, max_chars: int) -> str:
-    """Clean text for the model: strings as they are, other values as JSON, bounded."""
+    """Clean text for the model: strings as they are, other values as JSON, bounded.
+
+    Images are named, not inlined (:func:`render_output` keeps them).
+    """
+    split = _images_in(value)
+    if split is not None:
+        text, images = render_output(value, max_chars)
+        return truncate(f"{text}\n[{len(images)} image(s) not kept in this text]", max_chars)
     if value is None or value == "":
         return "(the tool returned no output)"
     if isinstance(value, str):

@@ -62,11 +62,16 @@ class LiveDisplay:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self._mid_line = False  # streamed text was written without its newline yet
         self._streamed_step: int | None = None  # the step whose text came as deltas
+        self._depths: dict[str, int] = {}  # child runs (agents used as tools) are indented
+        self._indent = ""
 
     def handle(self, event: Event) -> None:
-        """Show one event."""
+        """Show one event (a child run's, indented under its parent's tool call)."""
         if not isinstance(event, TextDelta):
             self._end_line()
+        if isinstance(event, RunStarted):
+            self._depths[event.run_id] = event.depth
+        self._indent = "  │ " * self._depths.get(event.run_id, 0)
         match event:
             case RunStarted() | ModelRequested() | TextDelta() | ModelResponded() | ModelText():
                 self._model_event(event)
@@ -82,7 +87,7 @@ class LiveDisplay:
     # -- helpers -----------------------------------------------------------------------
 
     def _line(self, text: str, style: str = "") -> None:
-        self.console.print(Text(text, style=style))
+        self.console.print(Text(self._indent + text, style=style))
 
     def _end_line(self) -> None:
         if self._mid_line:
@@ -93,7 +98,8 @@ class LiveDisplay:
         match event:
             case RunStarted():
                 name = f"{event.agent} · " if event.agent else ""
-                self._line(f"run {event.run_id} · {name}{event.model}", "dim")
+                parent = f" · child of {event.parent_run_id}" if event.parent_run_id else ""
+                self._line(f"run {event.run_id} · {name}{event.model}{parent}", "dim")
             case ModelRequested():
                 self._line(f"step {event.step}", "bold cyan")
             case TextDelta():

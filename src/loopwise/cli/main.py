@@ -68,6 +68,7 @@ class RunOptions:
     workspace: str | None = None
     allow_hosts: tuple[str, ...] = ()
     approve: ApproveMode | None = None
+    attach: tuple[str, ...] = ()
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -127,7 +128,8 @@ def run(
             "--tools",
             "-t",
             help="Built-in toolkits, comma-separated: files, http, git[=REPO], python, shell, "
-            "scripts=DIR, system[=LOGDIR]. python and shell run in the OS sandbox.",
+            "scripts=DIR, system[=LOGDIR], documents, browser. python and shell run in the "
+            "OS sandbox.",
             show_default=False,
         ),
     ] = None,
@@ -145,6 +147,15 @@ def run(
             "--allow-host",
             help="An IP or network http_get may fetch although it is private, or a host "
             "name (naming any host restricts http_get to the named hosts); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attach",
+            help="An image (PNG, JPEG, GIF, WebP) or PDF to give the model with the task; "
+            "repeatable.",
             show_default=False,
         ),
     ] = None,
@@ -173,6 +184,7 @@ def run(
         workspace=workspace,
         allow_hosts=tuple(allow_host or ()),
         approve=_approve_mode(approve),
+        attach=tuple(attach or ()),
     )
     raise typer.Exit(run_command(options))
 
@@ -185,6 +197,7 @@ def version() -> None:
 
 def _register_service_commands() -> None:
     """``serve``, ``worker``, ``runs ...`` and ``approve`` (their heavy imports wait until run)."""
+    from .memory import memory_app
     from .runs import approve, runs_app
     from .serve import serve, worker
 
@@ -192,6 +205,10 @@ def _register_service_commands() -> None:
     app.command()(worker)
     app.add_typer(runs_app)
     app.command()(approve)
+    app.add_typer(memory_app)
+    from .recipes import recipe_app
+
+    app.add_typer(recipe_app)
 
 
 _register_service_commands()
@@ -209,7 +226,10 @@ def run_command(options: RunOptions) -> int:
     """Run the task as ``options`` say; print the answer and messages; return the exit code."""
     try:
         agent = _build_agent(options)
-        stream = agent.stream(options.task, model=options.model, budget=_budget(agent, options))
+        from ..media import attachment
+
+        task = [options.task, *map(attachment, options.attach)] if options.attach else options.task
+        stream = agent.stream(task, model=options.model, budget=_budget(agent, options))
         display = LiveDisplay() if options.verbose or not options.json else None
         result = asyncio.run(_consume(stream, display))
     except KeyboardInterrupt:
