@@ -343,3 +343,36 @@ def test_live_display_handles_every_event_type() -> None:
         "input_required",
     ):
         assert piece in text
+
+
+def test_base_url_points_an_openai_wire_model_at_a_server(cli: Cli) -> None:
+    from wire_servers import Reply, ToolCall, WireServer
+
+    cli.env.pop("OPENAI_BASE_URL", None)
+    cli.env["OPENAI_API_KEY"] = "sk-test"
+    cli.env["LOOPWISE_TOOL_MODE"] = "native"
+    with WireServer() as server:
+        server.push(
+            Reply(tool_calls=(ToolCall("add", {"a": 2, "b": 3}),)), Reply(text="The sum is 5.")
+        )
+        done = cli(
+            "run",
+            "Add 2 and 3.",
+            "--model",
+            "openai-compatible:served-model",
+            "--base-url",
+            server.openai_url,
+            agent("adder"),
+        )
+        bodies = server.bodies
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "The sum is 5."
+    assert [b["model"] for b in bodies] == ["served-model", "served-model"]
+    assert any(m.get("role") == "tool" and m["content"] == "5" for m in bodies[1]["messages"])
+
+
+def test_base_url_needs_a_model_and_an_openai_wire_provider(cli: Cli) -> None:
+    done = cli("run", "hi", "--base-url", "http://127.0.0.1:9/v1")
+    assert done.returncode == 2 and "--base-url needs --model" in done.stderr
+    done = cli("run", "hi", "--model", "anthropic:claude-x", "--base-url", "http://127.0.0.1:9")
+    assert done.returncode == 2 and "applies to OpenAI-wire providers" in done.stderr

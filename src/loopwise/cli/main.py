@@ -25,6 +25,7 @@ from ..agent import Agent, AgentStream
 from ..datadir import new_workspace
 from ..errors import LoopwiseError, UsageError
 from ..limits import Budget
+from ..models import Model, infer_model
 from ..result import RunResult
 from .display import LiveDisplay
 from .toolsets import ApproveMode, TerminalApprover, build_tools, needs_workspace, parse_tool_specs
@@ -69,6 +70,7 @@ class RunOptions:
     allow_hosts: tuple[str, ...] = ()
     approve: ApproveMode | None = None
     attach: tuple[str, ...] = ()
+    base_url: str | None = None
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -89,6 +91,15 @@ def run(
             "--model",
             "-m",
             help="provider:model, e.g. anthropic:claude-sonnet-4-6.",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="The server of an OpenAI-wire model (openai-compatible:, vllm:, llamacpp:, "
+            "ollama:), e.g. http://127.0.0.1:8000/v1; default OPENAI_BASE_URL / OLLAMA_HOST.",
             show_default=False,
         ),
     ] = None,
@@ -185,6 +196,7 @@ def run(
         allow_hosts=tuple(allow_host or ()),
         approve=_approve_mode(approve),
         attach=tuple(attach or ()),
+        base_url=base_url,
     )
     raise typer.Exit(run_command(options))
 
@@ -229,7 +241,7 @@ def run_command(options: RunOptions) -> int:
         from ..media import attachment
 
         task = [options.task, *map(attachment, options.attach)] if options.attach else options.task
-        stream = agent.stream(task, model=options.model, budget=_budget(agent, options))
+        stream = agent.stream(task, model=_model(options), budget=_budget(agent, options))
         display = LiveDisplay() if options.verbose or not options.json else None
         result = asyncio.run(_consume(stream, display))
     except KeyboardInterrupt:
@@ -250,6 +262,15 @@ async def _consume(stream: AgentStream[Any], display: LiveDisplay | None) -> Run
         if display is not None:
             display.handle(event)
     return stream.result
+
+
+def _model(options: RunOptions) -> str | Model | None:
+    """``--model``, pointed at ``--base-url`` when one is given."""
+    if options.base_url is None:
+        return options.model
+    if options.model is None:
+        raise UsageError("--base-url needs --model, e.g. --model openai-compatible:my-model.")
+    return infer_model(options.model, base_url=options.base_url)
 
 
 def _build_agent(options: RunOptions) -> Agent[Any, Any]:

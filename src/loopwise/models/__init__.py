@@ -93,10 +93,27 @@ KNOWN_PROVIDERS = (
 # would let a client make the server open any file.
 
 
-def infer_model(model: str | Model) -> Model:
-    """Turn a model string into a :class:`Model`; a ``Model`` instance is returned as is."""
+_OPENAI_WIRE = ("openai", "openai-compatible", "vllm", "llamacpp", "ollama")
+
+
+def _check_base_url(model: str) -> None:
+    if model.partition(":")[0] not in _OPENAI_WIRE:
+        raise UsageError(
+            f"A base URL applies to OpenAI-wire providers ({', '.join(_OPENAI_WIRE)}), "
+            f"not to {model!r}."
+        )
+
+
+def infer_model(model: str | Model, *, base_url: str | None = None) -> Model:
+    """Turn a model string into a :class:`Model`; a ``Model`` instance is returned as is.
+
+    ``base_url`` points an OpenAI-wire provider (``openai``, ``openai-compatible``, ``vllm``,
+    ``llamacpp``, ``ollama``) at a server, in place of ``OPENAI_BASE_URL`` / ``OLLAMA_HOST``.
+    """
     if not isinstance(model, str):
         return model
+    if base_url is not None:
+        _check_base_url(model)
     if model == "local" or model.startswith("local:"):
         from .local import LocalModel
 
@@ -114,11 +131,11 @@ def infer_model(model: str | Model) -> Model:
     if provider == "openai":
         from .openai import OpenAIModel
 
-        return OpenAIModel(name)
+        return OpenAIModel(name, base_url=base_url)
     if provider in ("openai-compatible", "vllm", "llamacpp"):
         from .openai import OpenAIModel
 
-        base_url = os.environ.get("OPENAI_BASE_URL")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise UsageError(
                 f"Model {model!r} needs the server's address: set OPENAI_BASE_URL "
@@ -128,6 +145,8 @@ def infer_model(model: str | Model) -> Model:
     if provider == "ollama":
         from .openai import OpenAIModel
 
+        if base_url is not None:
+            return OpenAIModel(name, base_url=base_url, provider="ollama")
         host = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434").rstrip("/")
         if "://" not in host:
             host = f"http://{host}"
