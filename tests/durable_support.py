@@ -131,3 +131,37 @@ def transcript_json(messages: list[Message]) -> str:
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'runs.sqlite'}"
+
+
+PG_SERVER = "postgresql://{user}@127.0.0.1:5432/{db}"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for one test (dropped after it).
+
+    Skips, saying why, where no server answers; under CI=true that is a failure."""
+    import psycopg
+
+    errors: list[str] = []
+    admin: Any = None
+    for user in ("postgres", "root"):
+        try:
+            admin = psycopg.connect(
+                PG_SERVER.format(user=user, db="test"), autocommit=True, connect_timeout=3
+            )
+            break
+        except psycopg.OperationalError as exc:
+            errors.append(str(exc).strip())
+    if admin is None:
+        message = f"PostgreSQL on 127.0.0.1:5432 is not reachable: {errors[-1]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"lw_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG_SERVER.format(user=user, db=name)
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -1,6 +1,7 @@
 """A durable worker process for the tests: ``python tests/durable_worker.py``.
 
-Configured by environment: LW_DB (database URL), LW_EXECUTOR (executor id, optional),
+Configured by environment: LW_DB (database URL), LW_AGENTS (agents module, default
+``durable_agents``), LW_EXECUTOR (executor id, optional),
 LW_HEARTBEAT / LW_DEAD_AFTER (seconds), LW_CONCURRENCY. Prints ``ready <executor id>``
 once it runs workflows; stops cleanly on SIGTERM (tests mostly use SIGKILL).
 """
@@ -16,7 +17,7 @@ from loopwise.durable import DurableEngine, load_agents
 
 async def main() -> None:
     engine = DurableEngine(
-        load_agents("durable_agents"),
+        load_agents(os.environ.get("LW_AGENTS", "durable_agents")),
         database=os.environ["LW_DB"],
         executor_id=os.environ.get("LW_EXECUTOR") or None,
         concurrency=int(os.environ.get("LW_CONCURRENCY", "8")),

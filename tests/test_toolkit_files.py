@@ -289,6 +289,28 @@ def test_find_files(ws: Path) -> None:
         run(tools, "find_files", pattern="../*")
 
 
+def test_searches_skip_dependency_and_vcs_directories_and_say_so(ws: Path) -> None:
+    for junk in (".venv/lib/site", "node_modules/pkg", ".git/hooks", "src/__pycache__"):
+        (ws / junk).mkdir(parents=True)
+        (ws / junk / "vendored.py").write_text("# TODO: not ours\n")
+    tools = files(ws)
+    found = run(tools, "grep", pattern="TODO")
+    assert "not ours" not in found and "src/app.py:2:" in found
+    assert found.endswith(
+        "[not searched: 4 dependency, cache or version-control directories (.git, "
+        ".venv, node_modules, src/__pycache__); name one in path to search it]"
+    )
+    assert "vendored" not in run(tools, "find_files", pattern="**/*.py")
+    # Named in the path or the pattern, they are searched.
+    assert run(tools, "grep", pattern="TODO", path=".venv").startswith(
+        ".venv/lib/site/vendored.py:1:"
+    )
+    named = run(tools, "find_files", pattern="node_modules/**/*.py")
+    assert named.startswith("node_modules/pkg/vendored.py\n[not searched: 3 ")
+    everything = files(ws, skip_dirs=())
+    assert run(everything, "grep", pattern="not ours").count("vendored.py") == 4
+
+
 def test_grep(ws: Path) -> None:
     tools = files(ws)
     assert run(tools, "grep", pattern="TODO") == (

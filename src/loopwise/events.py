@@ -119,6 +119,8 @@ class ToolResulted(_Event):
     content: str
     is_error: bool
     duration: float
+    images: int = 0
+    """How many images the result carries besides ``content`` (shown as "[1 image]")."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

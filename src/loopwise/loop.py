@@ -351,6 +351,7 @@ async def _run_calls(
                 content=o.result.content,
                 is_error=o.result.is_error,
                 duration=o.duration,
+                images=len(o.result.images),
             )
     by_id = {r.call_id: r for r in [*previous, *batch.results, *finals.values()]}
     results = [by_id[c.id] for c in calls if c.id in by_id]

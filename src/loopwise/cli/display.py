@@ -131,7 +131,9 @@ class LiveDisplay:
                     content = event.content.removeprefix("ERROR:").strip()
                     self._line(f"  ← {event.name} error: {shorten(content)}", "red")
                 else:
-                    self._line(f"  ← {event.name} result: {shorten(event.content)}")
+                    n = event.images
+                    pictures = f" [{n} image{'s' if n > 1 else ''}]" if n else ""
+                    self._line(f"  ← {event.name} result: {shorten(event.content)}{pictures}")
             case ApprovalRequested():
                 self._line(
                     f"  ? approval needed for {event.name}({compact_json(event.args)}) "

@@ -151,7 +151,9 @@ def _summary(event: SseEvent) -> str:
         case "tool_call" | "approval_requested":
             return f"{d.get('name')} {json.dumps(d.get('args'), ensure_ascii=False)}"
         case "tool_result":
-            return f"{d.get('name')}: {str(d.get('content'))[:200]}"
+            n = d.get("images") or 0
+            pictures = f" [{n} image{'s' if n > 1 else ''}]" if n else ""
+            return f"{d.get('name')}: {str(d.get('content'))[:200]}{pictures}"
         case "model_text":
             return str(d.get("text"))[:500]
         case "model_response":
@@ -177,11 +179,16 @@ def events(
     client = ApiClient(url, api_key)
 
     def show_all() -> None:
+        depths: dict[str, int] = {}  # child runs (agents used as tools) are indented
         for event in client.events(run_id, after=after, follow=follow):
             if json_output:
                 typer.echo(json.dumps({"id": event.seq, "event": event.type, "data": event.data}))
-            else:
-                typer.echo(f"{event.seq:>5} {event.type:<19} {_summary(event)}".rstrip())
+                continue
+            owner = str(event.data.get("run_id") or run_id)
+            if event.type == "run_started":
+                depths[owner] = int(event.data.get("depth") or 0)
+            indent = "│ " * depths.get(owner, 0)
+            typer.echo(f"{event.seq:>5} {indent}{event.type:<19} {_summary(event)}".rstrip())
 
     _call(show_all)
 

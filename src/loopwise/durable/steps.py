@@ -1,9 +1,16 @@
 """Durable steps: the run's model and tools wrapped so each call is a checkpointed step.
 
-A step returns plain JSON (the model's message; a tool's rendered observation), so a
-replay gives the loop exactly what the first execution gave it. A non-idempotent tool's
-call is recorded before and after it runs: a call cut short by a crash is not run again
-without a human's approval.
+A step returns plain JSON (the model's message; a tool's rendered observation with its
+images, base64), so a replay gives the loop exactly what the first execution gave it. A
+non-idempotent tool's call is recorded before and after it runs: a call cut short by a
+crash is not run again without a human's approval.
+
+An agent used as a tool runs its child run *inside* the parent's tool step. The child's
+events go to the parent's stream as they happen and are checkpointed with the step's
+result; its spend is counted in the parent's budget. A finished step is never run again:
+on a replay its events come back from the checkpoint and its spend is counted again. The
+child's own model and tool calls are not separate steps: a child cut short by a crash
+runs again from its start (its tools get the same ``idempotency_key`` as before).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NoReturn, Protocol
 
@@ -20,9 +27,17 @@ from dbos._error import DBOSWorkflowCancelledError
 
 from ..approval import ApprovalNeeded
 from ..errors import ModelError
-from ..messages import AssistantMessage, Message, ToolDefinition, dump_messages, load_messages
+from ..events import Event, RunFinished, parse_event
+from ..messages import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    ToolDefinition,
+    dump_messages,
+    load_messages,
+)
 from ..models import Model, ModelSettings
-from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_result
+from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_output
 from .store import Store
 
 __all__ = ["DurableModel", "StepHost", "durable_tool"]
@@ -107,8 +122,9 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
     observation. Its first act is to reserve the step id, so the concurrent calls of a
     turn take their ids in a fixed order."""
 
-    async def call(**kwargs: Any) -> str:
+    async def call(**kwargs: Any) -> Any:
         ctx: ToolContext[Any] = kwargs.pop(_CTX)
+        ran: list[bool] = []
         reservation = DBOS.reserve_step()
         await host.flush()
         try:
@@ -120,15 +136,19 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
                 kwargs,
                 ctx,
                 reservation.step_id,
+                ran,
             )
         except DBOSWorkflowCancelledError:
             await host.cancelled()
+        if not ran:
+            _replay_children(ctx, out)
         if out.get("interrupted"):
             host.interrupted.add(ctx.call_id)
             raise ApprovalNeeded(ctx.call_id)
         if out["is_error"]:
             raise ToolFailed(str(out["content"]))
-        return str(out["content"])
+        images = _load_images(out.get("images"))
+        return [str(out["content"]), *images] if images else str(out["content"])
 
     return replace(
         real, function=call, context_param=_CTX, timeout=None, max_output_chars=sys.maxsize
@@ -136,6 +156,65 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
 
 
 async def _tool_step(
+    store: Store,
+    real: Tool,
+    args: dict[str, Any],
+    ctx: ToolContext[Any],
+    step_id: int,
+    ran: list[bool],
+) -> dict[str, Any]:
+    ran.append(True)
+    children: list[dict[str, Any]] = []
+    if ctx.run is not None:  # child runs' events: passed on live, checkpointed with the result
+        ctx = replace(ctx, run=replace(ctx.run, emit=_collect(children, ctx.run.emit)))
+    result = await _tool_attempt(store, real, args, ctx, step_id)
+    if children:
+        result["events"] = children
+    return result
+
+
+def _collect(into: list[dict[str, Any]], emit: Callable[[Event], None] | None) -> Any:
+    def collect(event: Event) -> None:
+        into.append(event.to_dict())
+        if emit is not None:
+            emit(event)
+
+    return collect
+
+
+def _replay_children(ctx: ToolContext[Any], out: dict[str, Any]) -> None:
+    """A replayed step: emit its child runs' checkpointed events again, in order, and
+    count their spend again (the children do not run again)."""
+    scope = ctx.run
+    if scope is None:
+        return
+    for data in out.get("events", ()):
+        event = parse_event(data)
+        if scope.emit is not None:
+            scope.emit(event)
+        if isinstance(event, RunFinished) and event.parent_run_id == ctx.run_id:
+            scope.tracker.settle((0, 0.0), event.usage, event.cost_usd)
+
+
+def _dump_images(images: Sequence[ImagePart]) -> list[dict[str, str]]:
+    return [{"media_type": i.media_type, "data": i.data} for i in images]
+
+
+def _load_images(data: Any) -> list[ImagePart]:
+    """The checkpointed images of a tool result (a malformed entry fails the step)."""
+    if not data:
+        return []
+    if not isinstance(data, list) or not all(
+        isinstance(i, dict)
+        and isinstance(i.get("media_type"), str)
+        and isinstance(i.get("data"), str)
+        for i in data
+    ):
+        raise ToolFailed("ERROR: the checkpointed images of this tool result are malformed.")
+    return [ImagePart(media_type=i["media_type"], data=i["data"]) for i in data]
+
+
+async def _tool_attempt(
     store: Store, real: Tool, args: dict[str, Any], ctx: ToolContext[Any], step_id: int
 ) -> dict[str, Any]:
     if not real.idempotent:
@@ -148,7 +227,10 @@ async def _tool_step(
             return {"interrupted": True}
     try:
         value = await real.call(args, ctx)
-        result = {"content": render_result(value, real.max_output_chars), "is_error": False}
+        content, images = render_output(value, real.max_output_chars)
+        result = {"content": content, "is_error": False}
+        if images:
+            result["images"] = _dump_images(images)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -11,11 +11,13 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..messages import Usage
 from .records import (
     TERMINAL,
     Conflict,
@@ -214,10 +216,13 @@ class Store:
                 sa.select(sa.func.max(events.c.seq)).where(events.c.run_id == run_id)
             ).scalar()
             data = finished(record)
+            endings = [*_child_endings(conn, run_id, data), data]
             conn.execute(
-                events.insert().values(
-                    run_id=run_id, seq=(last or 0) + 1, type=data["type"], data=data
-                )
+                events.insert(),
+                [
+                    {"run_id": run_id, "seq": (last or 0) + i, "type": d["type"], "data": d}
+                    for i, d in enumerate(endings, 1)
+                ],
             )
         return record, True
 
@@ -340,6 +345,37 @@ class Store:
                     conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
                 conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
         return old
+
+
+def _child_endings(conn: sa.Connection, run_id: str, final: Row) -> list[Row]:
+    """``run_finished`` events for the child runs (agents used as tools) that started in
+    this run's stream and never finished: they end as the run does, innermost first."""
+    query = (
+        sa.select(events.c.type, events.c.data)
+        .where(events.c.run_id == run_id, events.c.type.in_(("run_started", "run_finished")))
+        .order_by(events.c.seq)
+    )
+    open_children: dict[str, str] = {}
+    for kind, data in conn.execute(query):
+        child, parent = data.get("run_id"), data.get("parent_run_id")
+        if kind == "run_started" and child != run_id and parent:
+            open_children[str(child)] = str(parent)
+        elif kind == "run_finished":
+            open_children.pop(str(child), None)
+    return [
+        {
+            **final,
+            "run_id": child,
+            "parent_run_id": parent,
+            "step": 0,
+            "output": None,
+            "usage": asdict(Usage()),
+            "cost_usd": 0.0,
+            "steps": 0,
+            "duration": 0.0,
+        }
+        for child, parent in reversed(open_children.items())
+    ]
 
 
 def _record(row: Mapping[str, Any]) -> RunRecord:

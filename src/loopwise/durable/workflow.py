@@ -111,6 +111,8 @@ class _Segment:
             stream = await self._stream(agent)
             async for event in stream:
                 self.recorder.add(event)
+                if event.run_id != self.run_id:  # a child run's progress shows while it runs
+                    await self.recorder.flush()
             result = stream.result
         except DBOSException:
             raise
@@ -220,6 +222,8 @@ class Recorder:
         self._events.append(
             {"run_id": self.run_id, "seq": self.seq, "type": event.type, "data": data}
         )
+        if event.run_id != self.run_id:
+            return  # a child run's event (an agent used as a tool): shown, not this run's state
         if isinstance(event, RunStarted):
             self._changes.update(status="in_progress", model=event.model, started_at=event.time)
         elif isinstance(event, ModelResponded):

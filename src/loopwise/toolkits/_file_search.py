@@ -20,7 +20,14 @@ from typing import Any
 from ..errors import ModelRetry
 from ._paths import READ_FLAGS, Target, Walk, Workspace, shown
 
-__all__ = ["find_paths", "glob_regex", "grep_text"]
+__all__ = ["SKIP_DIRS", "find_paths", "glob_regex", "grep_text", "walk_limits"]
+
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox",
+     ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+)  # fmt: skip
+"""Directories a recursive search does not enter unless the pattern names them: version
+control data, installed dependencies and caches (not the project's own files)."""
 
 MAX_FIND_RESULTS = 500
 MAX_GREP_MATCHES = 1_000
@@ -82,6 +89,22 @@ def _check_glob(pattern: str) -> str:
     return pattern
 
 
+def walk_limits(skip_dirs: frozenset[str], *patterns: str | None) -> Walk:
+    """Walk bounds that skip ``skip_dirs``, except those a pattern names (``.git/**``)."""
+    named = {part for p in patterns if p for part in re.split(r"[/\\]", p)}
+    return Walk(skip_dirs=skip_dirs - named)
+
+
+def _skipped_note(limits: Walk) -> list[str]:
+    if not limits.skipped:
+        return []
+    names = ", ".join(limits.skipped[:5]) + (", ..." if len(limits.skipped) > 5 else "")
+    return [
+        f"[not searched: {len(limits.skipped)} dependency, cache or version-control "
+        f"directories ({names}); name one in path to search it]"
+    ]
+
+
 def _below(path: str, rel: str) -> str:
     return path if rel == "." else path[len(rel) + 1 :]
 
@@ -107,7 +130,7 @@ def find_paths(ws: Workspace, dfd: int, rel: str, pattern: str, limits: Walk) ->
         lines.append(f"[{more} more matches not shown; use a narrower pattern or path]")
     if limits.stopped:
         lines.append(f"[search stopped after {limits.max_entries} entries; narrow the path]")
-    return "\n".join(lines)
+    return "\n".join(lines + _skipped_note(limits))
 
 
 def grep_text(
@@ -118,10 +141,11 @@ def grep_text(
     glob: str | None,
     ignore_case: bool,
     max_matches: int,
+    skip_dirs: frozenset[str] = SKIP_DIRS,
 ) -> str:
     """Lines matching ``pattern`` in the file ``target`` (``dfd`` None) or below ``dfd``."""
     scan = _Grep(_compile(pattern, ignore_case), min(max(max_matches, 1), MAX_GREP_MATCHES))
-    limits = Walk()
+    limits = walk_limits(skip_dirs, glob)
     if dfd is None:
         fd = ws.open_file(target, READ_FLAGS)
         scan.search(fd, target.rel, strict=True)
@@ -254,4 +278,4 @@ class _Grep:
         if self.skipped:
             parts = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
             lines.append(f"[skipped files: {parts}]")
-        return "\n".join(lines)
+        return "\n".join(lines + _skipped_note(limits))

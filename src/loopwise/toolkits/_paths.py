@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -211,8 +211,12 @@ class Workspace:
             if not limits.visit():
                 return
             path = f"{rel}/{entry.name}" if rel != "." else entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if is_dir and entry.name in limits.skip_dirs:
+                limits.skipped.append(path)
+                continue
             yield path, entry, dfd
-            if not entry.is_dir(follow_symlinks=False) or limits.depth >= limits.max_depth:
+            if not is_dir or limits.depth >= limits.max_depth:
                 continue
             try:
                 sub = os.open(entry.name, DIR_FLAGS, dir_fd=dfd)
@@ -228,13 +232,19 @@ class Workspace:
 
 @dataclass(slots=True)
 class Walk:
-    """Bounds of one directory walk; ``stopped`` says a bound cut it short."""
+    """Bounds of one directory walk; ``stopped`` says a bound cut it short.
+
+    Directories named in ``skip_dirs`` below the start are neither yielded nor entered;
+    ``skipped`` lists them so the caller can say so (the start itself is always walked).
+    """
 
     max_entries: int = 50_000
     max_depth: int = 64
+    skip_dirs: frozenset[str] = frozenset()
     visited: int = 0
     depth: int = 0
     stopped: bool = False
+    skipped: list[str] = field(default_factory=list)
 
     def visit(self) -> bool:
         self.visited += 1

@@ -13,14 +13,15 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelRetry, UsageError
 from ..tools import Tool, ToolContext, tool
-from ._file_search import find_paths, grep_text
-from ._paths import READ_FLAGS, Target, Walk, Workspace, lstat_at, path_error, shown
+from ._file_search import SKIP_DIRS, find_paths, grep_text, walk_limits
+from ._paths import READ_FLAGS, Target, Workspace, lstat_at, path_error, shown
 
 __all__ = ["files"]
 
@@ -41,6 +42,7 @@ def files(
     max_read_chars: int = 20_000,
     max_write_bytes: int = 10_000_000,
     allow_hardlinks: bool = False,
+    skip_dirs: Iterable[str] = SKIP_DIRS,
 ) -> list[Tool]:
     """File tools for an agent, confined to the directory ``workspace``.
 
@@ -49,12 +51,20 @@ def files(
     (``approve_overwrite``) and deleting (``approve_delete``) pause the run for approval.
     ``max_read_chars`` is the page size of ``read_file``; ``max_write_bytes`` bounds one
     write. Files with several names (hard links) are refused unless ``allow_hardlinks``:
-    one may be a link to a file outside the workspace.
+    one may be a link to a file outside the workspace. ``find_files`` and ``grep`` do not
+    enter the directories named in ``skip_dirs`` (by default ``.git``, ``node_modules``,
+    ``.venv``, caches...) unless the path or pattern names them, and say what they skipped.
     """
     if max_read_chars < 1 or max_write_bytes < 1:
         raise UsageError("max_read_chars and max_write_bytes must be positive integers.")
     ws = Workspace(workspace, allow_hardlinks=allow_hardlinks)
-    reading = [_read_tool(ws, max_read_chars), _list_tool(ws), _find_tool(ws), _grep_tool(ws)]
+    skip = frozenset(skip_dirs)
+    reading = [
+        _read_tool(ws, max_read_chars),
+        _list_tool(ws),
+        _find_tool(ws, skip),
+        _grep_tool(ws, skip),
+    ]
     if read_only:
         return reading
     writing = [
@@ -201,7 +211,7 @@ def _list_tool(ws: Workspace) -> Tool:
     return tool(list_dir)
 
 
-def _find_tool(ws: Workspace) -> Tool:
+def _find_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
     def find_files(pattern: str, path: str = ".") -> str:
         """Find files and directories whose path matches a glob pattern.
 
@@ -216,12 +226,12 @@ def _find_tool(ws: Workspace) -> Tool:
         """
         target = ws.resolve(path)
         with ws.open_dir(target.parts, path) as dfd:
-            return find_paths(ws, dfd, target.rel, pattern, Walk())
+            return find_paths(ws, dfd, target.rel, pattern, walk_limits(skip, pattern))
 
     return tool(find_files)
 
 
-def _grep_tool(ws: Workspace) -> Tool:
+def _grep_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
     def grep(
         pattern: str,
         path: str = ".",
@@ -246,7 +256,7 @@ def _grep_tool(ws: Workspace) -> Tool:
         if ws.kind(target) == "file":
             return grep_text(ws, None, target, pattern, glob, ignore_case, max_matches)
         with ws.open_dir(target.parts, path) as dfd:
-            return grep_text(ws, dfd, target, pattern, glob, ignore_case, max_matches)
+            return grep_text(ws, dfd, target, pattern, glob, ignore_case, max_matches, skip)
 
     return tool(grep)
 

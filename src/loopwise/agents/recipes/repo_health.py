@@ -8,6 +8,7 @@ the three calls the model did not make itself).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -53,6 +54,8 @@ async def repo_health(
     if days < 1:
         raise UsageError(f"days must be 1 or more, not {days}.")
     root = Path(repo)
+    if not await asyncio.to_thread(root.is_dir):
+        raise UsageError(f"Repository {str(repo)!r} does not exist or is not a directory.")
     if not (root / ".git").exists():
         raise UsageError(f"{str(repo)!r} is not a git repository (no .git found).")
     tools = [*git(root), *files(root, read_only=True)]
@@ -153,9 +156,14 @@ def _fallback(facts: dict[str, Any]) -> str:
     authors = facts["commits_by_author"]
     total = sum(a["commits"] for a in authors)
     return (
-        f"{total} commits by {len(authors)} authors in the last {facts['days']} days; "
-        f"{len(facts['todos'])} TODO/FIXME notes found."
+        f"{_count(total, 'commit')} by {_count(len(authors), 'author')} in the last "
+        f"{facts['days']} days; "
+        f"{_count(len(facts['todos']), 'TODO/FIXME note')} found."
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _next_steps(facts: dict[str, Any]) -> list[str]:
