@@ -36,12 +36,17 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_embed(n: int) -> dict[str, float]:
+def bench_embed(n: int, threads: int | None = None) -> dict[str, float]:
     embedder = LocalEmbedder()
     before = rss_mb()
     started = time.perf_counter()
     embedder.embed(["warm up"])
     load = time.perf_counter() - started
+    if threads is not None:  # torch's thread count is per process: switch it between runs
+        import torch
+
+        torch.set_num_threads(threads)
+        embedder.embed(["warm up"])
     texts = [
         f"Memory {i}: the {random.choice(WORDS)} of {random.choice(WORDS)} is "
         f"{random.choice(WORDS)} number {i}, handled by team {i % 17}."
@@ -146,15 +151,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--postgres", help="also measure PostgreSQL (exact ranking) at 10k")
+    parser.add_argument("--threads", default="1,2", help="torch thread counts to compare")
     args = parser.parse_args()
     sizes = [2_000] if args.quick else [10_000, 100_000]
     print(f"rss at start: {rss_mb():.0f} MB")
-    e = bench_embed(128 if args.quick else 1024)
-    print(
-        f"embed (all-MiniLM-L6-v2, CPU): load {e['load_s']:.2f} s, "
-        f"{e['texts_per_s']:.0f} texts/s batched, {e['single_ms']:.1f} ms for one text, "
-        f"model +{e['rss_model_mb']:.0f} MB resident"
-    )
+    for threads in map(int, args.threads.split(",")):
+        e = bench_embed(128 if args.quick else 1024, threads)
+        print(
+            f"embed (all-MiniLM-L6-v2, CPU, {threads} thread(s)): load {e['load_s']:.2f} s, "
+            f"{e['texts_per_s']:.0f} texts/s batched, {e['single_ms']:.1f} ms for one text, "
+            f"model +{e['rss_model_mb']:.0f} MB resident"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             path = Path(tmp) / f"m{n}.sqlite"

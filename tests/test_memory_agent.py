@@ -151,3 +151,46 @@ def test_a_memory_failure_does_not_fail_the_run(tmp_path: Path) -> None:
     model = ScriptedModel([AssistantMessage(parts=(TextPart(text="done"),))])
     result = Agent(model, name="ops", memory=memory).run_sync("Do the thing.")
     assert result.status == "completed" and result.output == "done"
+
+
+def test_the_summary_call_is_inside_the_run_budget_and_its_totals(tmp_path: Path) -> None:
+    from loopwise import Budget, RunResult
+    from loopwise.events import RunFinished
+    from loopwise.memory import HashEmbedder
+    from memory_support import need_store_extra
+
+    need_store_extra()
+
+    def model(messages: list[object], tools: list[object]) -> str:
+        return "Summary: the region is eu-north-1." if not tools else "Noted: eu-north-1."
+
+    @tool
+    def noop() -> str:
+        """Does nothing."""
+        return "ok"
+
+    def run(budget: Budget, db: str) -> tuple[RunResult[str], RunFinished, str]:
+        memory = Memory(f"sqlite:///{tmp_path / db}", embedder=HashEmbedder())
+        agent = Agent(FunctionModel(model), tools=[noop], name="ops", memory=memory)
+
+        async def go() -> tuple[RunResult[str], RunFinished]:
+            stream = agent.stream("Remember that I deploy to Stockholm.", budget=budget)
+            [finished] = [e async for e in stream if isinstance(e, RunFinished)]
+            return stream.result, finished
+
+        result, finished = asyncio.run(go())
+        [record] = asyncio.run(memory.list(Namespace("ops")))
+        memory.close()
+        return result, finished, record.source
+
+    roomy, event, source = run(Budget(), "roomy.sqlite")
+    assert source == "model"
+    assert roomy.usage.requests == 2  # the run's call, then the summary
+    assert event.usage == roomy.usage
+
+    one_call = roomy.usage.total_tokens // 2
+    tight, event, source = run(Budget(max_tokens=one_call + 100), "tight.sqlite")
+    assert tight.status == "completed"
+    assert source == "deterministic"  # no room left for the summary: it was not called
+    assert tight.usage.requests == 1 and event.usage == tight.usage
+    assert tight.usage.total_tokens <= one_call + 100

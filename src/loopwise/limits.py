@@ -142,9 +142,14 @@ class BudgetTracker:
             allowed = min(allowed, _affordable(pricer, input_tokens, allowed, left))
         return allowed
 
-    def check_model_call(self, input_tokens: int, max_tokens: int) -> Reservation | Stop:
-        """Reserve the next call, or say which limit stops the run."""
-        if self.steps >= self.max_steps:
+    def check_model_call(
+        self, input_tokens: int, max_tokens: int, *, step: bool = True
+    ) -> Reservation | Stop:
+        """Reserve the next call, or say which limit stops the run.
+
+        ``step=False`` is for a call that is not a step of the loop (the memory summary
+        after the run): every budget applies to it, ``max_steps`` does not."""
+        if step and self.steps >= self.max_steps:
             return Stop("max_steps", f"the run reached max_steps={self.max_steps}")
         remaining = self.remaining_seconds()
         if remaining is not None and remaining <= 0:

