@@ -183,6 +183,7 @@ def test_private_address_is_refused_unless_allowed(wire: WireServer) -> None:
         site.close()
     assert block["is_error"] is True
     assert "127.0.0.1 is a loopback address" in block["content"]
+    assert "allow it with browser(allow=['127.0.0.1'])" in block["content"]
     assert site.hits == []
 
 

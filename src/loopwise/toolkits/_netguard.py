@@ -206,13 +206,15 @@ class Policy:
     allow_nets: tuple[IPNetwork, ...] = ()
     deny_names: tuple[str, ...] = ()
     deny_nets: tuple[IPNetwork, ...] = ()
+    toolkit: str = "http"
+    """The toolkit function whose ``allow=`` the refusal messages point to."""
 
     @classmethod
-    def build(cls, allow: Sequence[str], deny: Sequence[str]) -> Policy:
+    def build(cls, allow: Sequence[str], deny: Sequence[str], toolkit: str = "http") -> Policy:
         """Sort ``allow``/``deny`` entries into names and networks; bad entries raise."""
-        allow_names, allow_nets = _entries("allow", allow)
-        deny_names, deny_nets = _entries("deny", deny)
-        return cls(allow_names, allow_nets, deny_names, deny_nets)
+        allow_names, allow_nets = _entries("allow", allow, toolkit)
+        deny_names, deny_nets = _entries("deny", deny, toolkit)
+        return cls(allow_names, allow_nets, deny_names, deny_nets, toolkit)
 
     def check_host(self, target: Target, url: str) -> None:
         """Refuse by name, before any resolution: deny list, allow list, metadata names."""
@@ -247,16 +249,20 @@ class Policy:
             raise _refuse(
                 url,
                 f"{subject}{sep} {why}; if that is intended, the developer can allow it "
-                f"with http(allow=[{str(plain)!r}])",
+                f"with {self.toolkit}(allow=[{str(plain)!r}])",
             )
 
     def _allowed_ip(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self.allow_nets if net.version == ip.version)
 
 
-def _entries(kind: str, values: Iterable[str]) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+def _entries(
+    kind: str, values: Iterable[str], toolkit: str
+) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
     if isinstance(values, str):
-        raise UsageError(f"http({kind}=...) takes a list of entries, not the string {values!r}.")
+        raise UsageError(
+            f"{toolkit}({kind}=...) takes a list of entries, not the string {values!r}."
+        )
     names: list[str] = []
     nets: list[IPNetwork] = []
     for raw in values:
@@ -274,7 +280,7 @@ def _entries(kind: str, values: Iterable[str]) -> tuple[tuple[str, ...], tuple[I
             entry = ""
         if not _PATTERN_RE.fullmatch(entry):
             raise UsageError(
-                f"http({kind}=...): {raw!r} is not a host name, '*.domain' pattern, "
+                f"{toolkit}({kind}=...): {raw!r} is not a host name, '*.domain' pattern, "
                 "IP address or CIDR network (give 'example.com', not a URL)."
             )
         names.append(entry)

@@ -76,7 +76,7 @@ def browser(
     if timeout <= 0 or max_bytes < 1 or max_requests < 1 or min(viewport) < 1:
         raise UsageError("browser() limits must be positive.")
     shot = _Shooter(
-        Policy.build(allow, deny),
+        Policy.build(allow, deny, toolkit="browser"),
         Workspace(workspace) if workspace is not None else None,
         found,
         timeout,
