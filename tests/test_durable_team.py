@@ -1,6 +1,7 @@
 """Teams of agents in the durable service: a parent whose tool is a child agent runs as one
 durable run through the real HTTP API (SQLite and PostgreSQL); its events show the tree;
-cancelling the parent stops the child; after kill -9 a finished child is not run again.
+cancelling the parent stops the child; after kill -9 a finished child is not run again and
+a child cut short resumes at its call in flight.
 """
 
 from __future__ import annotations
@@ -208,9 +209,11 @@ async def test_a_finished_child_is_not_run_again_after_kill9(
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_a_child_cut_short_by_kill9_runs_again_from_its_start(
+async def test_a_child_cut_short_by_kill9_resumes_at_its_call_in_flight(
     api_engine: DurableEngine, counts: Path
 ) -> None:
+    """The child's finished calls replay from their checkpoints (tests/test_durable_children.py
+    covers concurrent and nested children and PostgreSQL)."""
     arm("child-kd-1")  # the child's second model call blocks
     with workers(api_engine.store.url, counts) as pool:
         first = await asyncio.to_thread(pool.start, "w1", LW_AGENTS="team_agents")
@@ -221,7 +224,9 @@ async def test_a_child_cut_short_by_kill9_runs_again_from_its_start(
         done = await wait_for(api_engine, run.id)
     assert done.status == "completed", done
     assert done.output == "kd team: kd found 2 things | noted kd.after"
-    assert turns("child", "kd") == {"0": 2, "1": 2, "2": 1}
+    assert turns("child", "kd") == {"0": 1, "1": 2, "2": 1}  # only the call in flight again
+    assert Counter(calls("dig kd-")) == {"dig kd-c0": 1, "dig kd-c1": 1}
     assert turns("lead", "kd") == {"0": 1, "1": 1, "2": 1}
+    assert done.usage["requests"] == 6
     await assert_events_once(api_engine, run.id)
     assert list((await child_runs(api_engine, run.id)).values()) == [1]

@@ -364,7 +364,13 @@ async def _run_batch(cfg: RunConfig, state: RunState, batch: Batch) -> AsyncIter
     tools) are passed on as they happen."""
     queue: asyncio.Queue[Event] = asyncio.Queue()
     scope = RunScope(
-        cfg.run_id, state.tracker, cfg.depth, cfg.cancel, cfg.approve, queue.put_nowait
+        cfg.run_id,
+        state.tracker,
+        cfg.depth,
+        cfg.cancel,
+        cfg.approve,
+        queue.put_nowait,
+        checkpoints=cfg.parent.checkpoints if cfg.parent is not None else None,
     )
     work = asyncio.ensure_future(
         _guard(

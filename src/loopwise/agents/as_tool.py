@@ -5,7 +5,8 @@ The child runs inside the parent's scope (:class:`~loopwise.scope.RunScope`): ea
 model calls first holds its worst case from the parent's remaining budget, cancelling the
 parent cancels it, its events (with ``parent_run_id`` and ``depth``) flow into the parent's
 event stream, and a call needing approval uses the parent's ``approve`` callback when the
-child has none.
+child has none. In a durable run the scope's ``checkpoints`` wrap the child's model and
+tools, so a child cut short by a crash replays its finished calls.
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ async def run_child(
     """Run ``agent`` on ``task`` as a child of the run that called the tool ``ctx`` belongs
     to; its events go to the parent's stream. Outside a loop it runs on its own."""
     scope = ctx.run
+    run_id = f"{ctx.run_id}.{ctx.call_id}"
+    if scope is not None and scope.checkpoints is not None:  # a durable run's child
+        agent = scope.checkpoints.child(agent, run_id)
     stream = agent.stream(
         task,
-        run_id=f"{ctx.run_id}.{ctx.call_id}",
+        run_id=run_id,
         budget=budget,
         metadata=ctx.metadata,
         cancel=scope.cancel if scope is not None else None,

@@ -17,6 +17,7 @@ from ..errors import UsageError
 
 __all__ = [
     "attempts",
+    "child_steps",
     "create_engine",
     "decisions",
     "events",
@@ -99,6 +100,18 @@ attempts = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("step_id", sa.Integer, nullable=False),
     sa.Column("result", _JSON),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Child runs' calls (agents used as tools), keyed per child: "<child run id>:model:<n>" for
+# its n-th model request, "<child run id>:tool:<call id>" for a tool call. ``run_id`` is the
+# top-level run. A non-idempotent tool call's row has no output while the call runs.
+child_steps = sa.Table(
+    "loopwise_child_steps",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("output", _JSON),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 

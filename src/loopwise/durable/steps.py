@@ -9,8 +9,9 @@ An agent used as a tool runs its child run *inside* the parent's tool step. The 
 events go to the parent's stream as they happen and are checkpointed with the step's
 result; its spend is counted in the parent's budget. A finished step is never run again:
 on a replay its events come back from the checkpoint and its spend is counted again. The
-child's own model and tool calls are not separate steps: a child cut short by a crash
-runs again from its start (its tools get the same ``idempotency_key`` as before).
+child's own model and tool calls are checkpointed too, by loopwise rather than as DBOS
+steps (:mod:`loopwise.durable.children`): a child cut short by a crash runs again inside
+the re-executed step, replaying its finished calls and making only the rest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..messages import (
     load_messages,
 )
 from ..models import Model, ModelSettings
+from ..scope import ChildCheckpoints
 from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_output
 from .store import Store
 
@@ -50,6 +52,7 @@ class StepHost(Protocol):
 
     store: Store
     interrupted: set[str]
+    checkpoints: ChildCheckpoints
 
     async def flush(self) -> bool:
         """Write the events and row changes buffered so far."""
@@ -89,7 +92,7 @@ class DurableModel:
         try:
             out: dict[str, Any] = await DBOS.run_step_async(
                 {"name": "loopwise.model", "preemptible": True},
-                _model_step,
+                model_step,
                 self.real,
                 list(messages),
                 list(tools),
@@ -97,15 +100,20 @@ class DurableModel:
             )
         except DBOSWorkflowCancelledError:
             await self._host.cancelled()
-        if "error" in out:
-            raise ModelError(str(out["error"]), status=out.get("status"))
-        message = load_messages([out["message"]])[0]
-        if not isinstance(message, AssistantMessage):
-            raise ModelError("The checkpointed model step does not hold an assistant message.")
-        return message
+        return message_of(out)
 
 
-async def _model_step(
+def message_of(out: dict[str, Any]) -> AssistantMessage:
+    """The model's answer held by a checkpoint (its error is raised again)."""
+    if "error" in out:
+        raise ModelError(str(out["error"]), status=out.get("status"))
+    message = load_messages([out["message"]])[0]
+    if not isinstance(message, AssistantMessage):
+        raise ModelError("The checkpointed model step does not hold an assistant message.")
+    return message
+
+
+async def model_step(
     real: Model, messages: list[Message], tools: list[ToolDefinition], settings: ModelSettings
 ) -> dict[str, Any]:
     try:
@@ -124,6 +132,8 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
 
     async def call(**kwargs: Any) -> Any:
         ctx: ToolContext[Any] = kwargs.pop(_CTX)
+        if ctx.run is not None:  # an agent used as a tool checkpoints its child's calls
+            ctx = replace(ctx, run=replace(ctx.run, checkpoints=host.checkpoints))
         ran: list[bool] = []
         reservation = DBOS.reserve_step()
         await host.flush()
@@ -141,14 +151,11 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
         except DBOSWorkflowCancelledError:
             await host.cancelled()
         if not ran:
-            _replay_children(ctx, out)
+            replay_children(ctx, out)
         if out.get("interrupted"):
             host.interrupted.add(ctx.call_id)
             raise ApprovalNeeded(ctx.call_id)
-        if out["is_error"]:
-            raise ToolFailed(str(out["content"]))
-        images = _load_images(out.get("images"))
-        return [str(out["content"]), *images] if images else str(out["content"])
+        return observation_of(out)
 
     return replace(
         real, function=call, context_param=_CTX, timeout=None, max_output_chars=sys.maxsize
@@ -166,14 +173,22 @@ async def _tool_step(
     ran.append(True)
     children: list[dict[str, Any]] = []
     if ctx.run is not None:  # child runs' events: passed on live, checkpointed with the result
-        ctx = replace(ctx, run=replace(ctx.run, emit=_collect(children, ctx.run.emit)))
+        ctx = replace(ctx, run=replace(ctx.run, emit=collect(children, ctx.run.emit)))
     result = await _tool_attempt(store, real, args, ctx, step_id)
     if children:
         result["events"] = children
     return result
 
 
-def _collect(into: list[dict[str, Any]], emit: Callable[[Event], None] | None) -> Any:
+def observation_of(out: dict[str, Any]) -> Any:
+    """What the tool returns to the loop for a checkpointed result (an error is raised)."""
+    if out["is_error"]:
+        raise ToolFailed(str(out["content"]))
+    images = _load_images(out.get("images"))
+    return [str(out["content"]), *images] if images else str(out["content"])
+
+
+def collect(into: list[dict[str, Any]], emit: Callable[[Event], None] | None) -> Any:
     def collect(event: Event) -> None:
         into.append(event.to_dict())
         if emit is not None:
@@ -182,7 +197,7 @@ def _collect(into: list[dict[str, Any]], emit: Callable[[Event], None] | None) -
     return collect
 
 
-def _replay_children(ctx: ToolContext[Any], out: dict[str, Any]) -> None:
+def replay_children(ctx: ToolContext[Any], out: dict[str, Any]) -> None:
     """A replayed step: emit its child runs' checkpointed events again, in order, and
     count their spend again (the children do not run again)."""
     scope = ctx.run
@@ -225,16 +240,22 @@ async def _tool_attempt(
             return stored
         if state == "interrupted":
             return {"interrupted": True}
+    result = await call_tool(real, args, ctx)
+    if not real.idempotent:
+        await asyncio.to_thread(store.attempt_finish, ctx.run_id, ctx.call_id, result)
+    return result
+
+
+async def call_tool(real: Tool, args: dict[str, Any], ctx: ToolContext[Any]) -> dict[str, Any]:
+    """Run the real tool; its rendered observation (and images) as plain JSON."""
     try:
         value = await real.call(args, ctx)
         content, images = render_output(value, real.max_output_chars)
-        result = {"content": content, "is_error": False}
+        result: dict[str, Any] = {"content": content, "is_error": False}
         if images:
             result["images"] = _dump_images(images)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         result = {"content": render_exception(real.name, exc), "is_error": True}
-    if not real.idempotent:
-        await asyncio.to_thread(store.attempt_finish, ctx.run_id, ctx.call_id, result)
     return result

@@ -27,7 +27,16 @@ from .records import (
     RunRecord,
     StoredEvent,
 )
-from .schema import attempts, create_engine, decisions, events, metadata, runs, states
+from .schema import (
+    attempts,
+    child_steps,
+    create_engine,
+    decisions,
+    events,
+    metadata,
+    runs,
+    states,
+)
 
 __all__ = ["Store"]
 
@@ -341,7 +350,7 @@ class Store:
             ]
             ids = [i for i, _ in old]
             if ids:
-                for table in (events, states, decisions, attempts):
+                for table in (events, states, decisions, attempts, child_steps):
                     conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
                 conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
         return old

@@ -5,8 +5,10 @@ starts the agent; it ends when the run finishes or pauses for approvals. A pause
 no workflow, thread or queue slot: it is rows in the database. When every pending call has
 a decision, the engine enqueues the next segment (``<run id>.<n>``), which resumes the
 saved transcript with those decisions. On recovery a segment replays from the top and each
-step returns its checkpointed result, so the loop regenerates the same events; they are
-stored once each (seq = index in the run).
+step returns its checkpointed result, so the loop regenerates the same events. They are
+stored once each: each run's own events (the parent's, each child's) come in a fixed order,
+so the replay skips, per run, as many as the crashed execution stored (concurrent children
+may interleave differently) and numbers the rest after them (seq = index in the run).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
@@ -31,6 +34,8 @@ from ..events import Event, ModelResponded, RunFinished, RunStarted, ToolCalled
 from ..limits import Budget
 from ..messages import Usage
 from ..result import RunResult
+from ..scope import ChildCheckpoints
+from .children import ChildSteps
 from .records import TERMINAL, PendingApproval
 from .state import result_from_state, state_of
 from .steps import DurableModel, durable_tool
@@ -100,6 +105,7 @@ class _Segment:
         self.store = rt.store
         self.cancel = asyncio.Event()
         self.interrupted: set[str] = set()
+        self.checkpoints: ChildCheckpoints = ChildSteps(rt.store, self.run_id)
         self.recorder = Recorder(rt.store, self.run_id, self.segment)
 
     async def run(self) -> dict[str, Any]:
@@ -109,6 +115,7 @@ class _Segment:
         try:
             agent = self._agent()
             stream = await self._stream(agent)
+            await self.recorder.load()
             async for event in stream:
                 self.recorder.add(event)
                 if event.run_id != self.run_id:  # a child run's progress shows while it runs
@@ -215,13 +222,30 @@ class Recorder:
         self._events: list[dict[str, Any]] = []
         self._changes: dict[str, Any] = {}
         self._lock = asyncio.Lock()
+        self._stored: Counter[str] = Counter()  # per run: events an earlier execution stored
+        self._seen: Counter[str] = Counter()
+
+    async def load(self) -> None:
+        """Count, per run, the events a crashed execution of this segment stored."""
+        page = 1000
+        while True:
+            found = await asyncio.to_thread(
+                self.store.events, self.run_id, after=self.seq, limit=page
+            )
+            for e in found:
+                self._stored[str(e.data.get("run_id"))] += 1
+                self.seq = e.seq
+            if len(found) < page:
+                return
 
     def add(self, event: Event) -> None:
-        self.seq += 1
         data = event.to_dict()
-        self._events.append(
-            {"run_id": self.run_id, "seq": self.seq, "type": event.type, "data": data}
-        )
+        self._seen[event.run_id] += 1
+        if self._seen[event.run_id] > self._stored[event.run_id]:
+            self.seq += 1
+            self._events.append(
+                {"run_id": self.run_id, "seq": self.seq, "type": event.type, "data": data}
+            )
         if event.run_id != self.run_id:
             return  # a child run's event (an agent used as a tool): shown, not this run's state
         if isinstance(event, RunStarted):
