@@ -20,6 +20,7 @@ from loopwise.events import (
     ContextCompacted,
     Event,
     LoopDetected,
+    MemoryRecalled,
     ModelRequested,
     ModelResponded,
     ModelText,
@@ -297,6 +298,8 @@ EVENTS: list[Event] = [
         run_id="r", step=1, strategy="summarise", tokens_before=9000, tokens_after=2000
     ),
     OutputRetry(run_id="r", step=2, error="not JSON", attempt=1),
+    MemoryRecalled(run_id="r", step=0, ids=["mem_1", "mem_2"], untrusted=1),
+    MemoryRecalled(run_id="r", step=0, ids=[]),
     ModelText(run_id="r", step=2, text="An unstreamed thought.", final=False),
     ModelText(run_id="r", step=2, text="The final answer.", final=True),
     ApprovalRequested(run_id="r", step=2, call_id="c3", name="delete", args={"path": "/"}),
@@ -336,6 +339,7 @@ def test_live_display_handles_every_event_type() -> None:
     assert "tokens 10 in / 5 out · $0.0012" in text
     for piece in (
         "budget warning: max_usd",
+        "memory: 2 recalled (mem_1, mem_2, 1 untrusted)",
         "loop detected",
         "context compacted",
         "answer rejected",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loopwise import Agent, tool
+from loopwise.events import MemoryRecalled
 from loopwise.memory import LocalEmbedder, Memory, Namespace
 from loopwise.memory.render import BLOCK_END, BLOCK_START
 from loopwise.messages import AssistantMessage, TextPart, UserMessage
@@ -43,6 +44,13 @@ def first_user_text(model: ScriptedModel) -> str:
     return "\n".join(p.text for p in message.parts if isinstance(p, TextPart))
 
 
+def recalled_events(agent: Agent[None, str], task: str) -> list[MemoryRecalled]:
+    async def go() -> list[MemoryRecalled]:
+        return [e async for e in agent.stream(task) if isinstance(e, MemoryRecalled)]
+
+    return asyncio.run(go())
+
+
 def test_a_fact_from_a_tool_reaches_the_next_related_run_only(memory: Memory) -> None:
     learn = ScriptedModel(
         [call("lookup_host", service="staging db"), "Staging DB: db-7.internal:6543."]
@@ -56,9 +64,11 @@ def test_a_fact_from_a_tool_reaches_the_next_related_run_only(memory: Memory) ->
     assert "db-7.internal" in record.text and record.run_id == result.run_id
 
     related = ScriptedModel(["Connected."])
-    Agent(related, name="ops", memory=memory).run_sync(
-        "Connect to the staging Postgres server and report how big it is."
+    recalled = recalled_events(
+        Agent(related, name="ops", memory=memory),
+        "Connect to the staging Postgres server and report how big it is.",
     )
+    assert [(e.ids, e.untrusted) for e in recalled] == [([record.id], 1)]
     seen = first_user_text(related)
     assert BLOCK_START in seen and BLOCK_END in seen
     assert "db-7.internal, port 6543" in seen and f"run={result.run_id}" in seen
@@ -66,8 +76,11 @@ def test_a_fact_from_a_tool_reaches_the_next_related_run_only(memory: Memory) ->
     assert seen.rstrip().endswith("report how big it is.")  # the task comes after the data
 
     unrelated = ScriptedModel(["Here is a haiku."])
-    Agent(unrelated, name="ops", memory=memory).run_sync("Write a haiku about autumn leaves.")
+    recalled = recalled_events(
+        Agent(unrelated, name="ops", memory=memory), "Write a haiku about autumn leaves."
+    )
     assert BLOCK_START not in first_user_text(unrelated)
+    assert [e.ids for e in recalled] == [[]]  # the event says so even when none was relevant
 
     other_tenant = ScriptedModel(["ok"])
     Agent(other_tenant, name="ops", memory=memory).run_sync(

@@ -23,6 +23,7 @@ __all__ = [
     "ContextCompacted",
     "Event",
     "LoopDetected",
+    "MemoryRecalled",
     "ModelRequested",
     "ModelResponded",
     "ModelText",
@@ -169,6 +170,16 @@ class OutputRetry(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryRecalled(_Event):
+    """Long-term memories given to the model with the task (``ids``, best first); sent
+    once at the start of a run whose agent has a memory, also when none was relevant."""
+
+    type: Literal["memory_recalled"] = "memory_recalled"
+    ids: list[str]
+    untrusted: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     status: str
@@ -195,6 +206,7 @@ Event: TypeAlias = (
     | ContextCompacted
     | BudgetWarning
     | OutputRetry
+    | MemoryRecalled
     | RunFinished
 )
 

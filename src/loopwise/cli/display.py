@@ -17,6 +17,7 @@ from ..events import (
     ContextCompacted,
     Event,
     LoopDetected,
+    MemoryRecalled,
     ModelRequested,
     ModelResponded,
     ModelText,
@@ -79,6 +80,13 @@ class LiveDisplay:
                 self._tool_event(event)
             case LoopDetected() | ContextCompacted() | BudgetWarning() | OutputRetry():
                 self._run_event(event)
+            case MemoryRecalled():
+                if event.ids:
+                    flagged = f", {event.untrusted} untrusted" if event.untrusted else ""
+                    self._line(
+                        f"  memory: {len(event.ids)} recalled ({', '.join(event.ids)}{flagged})",
+                        "dim",
+                    )
             case RunFinished():
                 self._run_event(event)
             case _:

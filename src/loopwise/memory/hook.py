@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..context import estimate_tokens, tools_tokens
 from ..errors import ModelError
-from ..events import Event, RunFinished
+from ..events import Event, MemoryRecalled, RunFinished
 from ..limits import BudgetTracker, Stop
 from ..loop import RunConfig, RunState, run_steps
 from ..messages import (
@@ -22,7 +22,7 @@ from ..messages import (
     UserMessage,
 )
 from ..models import Model, ModelSettings
-from .records import Namespace
+from .records import Hit, Namespace
 from .render import BLOCK_START, render_memories
 from .toolset import NAMESPACE_METADATA
 
@@ -47,24 +47,23 @@ def _first_task(state: RunState) -> str:
     return ""
 
 
-async def _inject(memory: Memory, state: RunState, namespace: Namespace) -> bool:
-    """Put the recalled memories in the last user message; True if any was untrusted."""
+async def _inject(memory: Memory, state: RunState, namespace: Namespace) -> list[Hit]:
+    """Put the recalled memories in the last user message; the memories given."""
     history = state.history
     index = len(history.messages) - 1
     message = history.messages[index] if history.messages else None
     if not isinstance(message, UserMessage) or any(
         isinstance(p, ToolResultPart) for p in message.parts
     ):
-        return False
+        return []
     query = _task_text(message)
     if not query.strip():
-        return False
+        return []
     hits = await memory.recall(query, namespace=namespace)
-    if not hits:
-        return False
-    block = TextPart(text=render_memories(hits))
-    history.replace(index, UserMessage(parts=(block, *message.parts)))
-    return any(h.record.untrusted for h in hits)
+    if hits:
+        block = TextPart(text=render_memories(hits))
+        history.replace(index, UserMessage(parts=(block, *message.parts)))
+    return hits
 
 
 async def run_with_memory(memory: Memory, cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
@@ -76,10 +75,16 @@ async def run_with_memory(memory: Memory, cfg: RunConfig, state: RunState) -> As
     cfg.metadata = {**cfg.metadata, NAMESPACE_METADATA: [namespace.agent, namespace.key]}
     untrusted = False
     if state.tracker.steps == 0 and not state.decisions:
+        hits: list[Hit] = []
         try:
-            untrusted = await _inject(memory, state, namespace)
+            hits = await _inject(memory, state, namespace)
         except Exception:
             logger.exception("run %s: recalling memories failed; going on without", cfg.run_id)
+        flagged = sum(h.record.untrusted for h in hits)
+        untrusted = flagged > 0
+        yield MemoryRecalled(
+            run_id=cfg.run_id, step=0, ids=[h.record.id for h in hits], untrusted=flagged
+        )
     async for event in run_steps(cfg, state):
         if isinstance(event, RunFinished):
             event = await _record(memory, cfg, state, namespace, untrusted, event)
