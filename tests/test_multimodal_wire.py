@@ -129,7 +129,8 @@ def test_openai_gets_data_urls_and_a_pdf_file(server: WireServer, ws: Path) -> N
     Agent(openai(server)).run_sync(["Look", image, Image.from_path(ws / "photo.jpg"), pdf])
     content = server.bodies[0]["messages"][-1]["content"]
     media, (w, h) = data_url_size(content[1]["image_url"]["url"])
-    assert media == "image/png" and max(w, h) <= 2048 and min(w, h) <= 768
+    # Resampled, this drawing grows as a PNG; a JPEG under half its bytes goes instead.
+    assert media == "image/jpeg" and max(w, h) <= 2048 and min(w, h) <= 768
     assert (w, h) == (1152, 768)
     media, size = data_url_size(content[2]["image_url"]["url"])
     assert (media, size) == ("image/jpeg", (640, 480))  # fits: sent as it is
@@ -142,6 +143,37 @@ def test_openai_gets_data_urls_and_a_pdf_file(server: WireServer, ws: Path) -> N
         },
     }
     figure(f"multimodal: 3000x2000 PNG -> OpenAI high detail {w}x{h}")
+
+
+def test_resized_diagrams_and_transparent_images_stay_png() -> None:
+    import io
+    import os
+
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    from loopwise._imaging import fit, image_info
+    from loopwise.models._vision import ANTHROPIC_LIMITS
+
+    def encoded(im: PILImage.Image) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        return buf.getvalue()
+
+    diagram = PILImage.new("RGB", (3000, 2000), "white")
+    ImageDraw.Draw(diagram).rectangle([500, 500, 2500, 1500], fill="black")
+    # Noise compresses badly as a PNG (a JPEG would win), but a JPEG would lose the alpha.
+    noisy = PILImage.frombytes("RGB", (2000, 1000), os.urandom(2000 * 1000 * 3)).convert("RGBA")
+    noisy.putalpha(128)
+    for name, im in (("diagram", diagram), ("transparent noise", noisy)):
+        data = encoded(im)
+        media, out = fit(data, image_info(data), ANTHROPIC_LIMITS)
+        assert media == "image/png", name
+        assert image_info(out).width <= 1568
+    opaque = noisy.copy()
+    opaque.putalpha(255)  # the same noise, opaque: the JPEG is taken
+    data = encoded(opaque)
+    assert fit(data, image_info(data), ANTHROPIC_LIMITS)[0] == "image/jpeg"
 
 
 def test_compatible_server_without_vision_gets_stand_ins_and_text(

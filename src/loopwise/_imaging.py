@@ -200,6 +200,12 @@ def _encode(im: object, media_type: str, max_bytes: int) -> tuple[str, bytes]:
         if im.mode not in ("RGB", "RGBA", "L", "LA"):
             im = im.convert("RGBA")
         out = _save(im, "PNG")
+        if _opaque(im):
+            # A resampled photo or gradient can grow as a PNG (more colours); a JPEG at
+            # less than half the bytes is sent instead. Flat diagrams stay PNG.
+            photo = _save(im.convert("RGB"), "JPEG", quality=90)
+            if 2 * len(photo) < len(out) and len(photo) <= max_bytes:
+                return "image/jpeg", photo
         if len(out) <= max_bytes:
             return "image/png", out
     rgb = im.convert("RGB")
@@ -209,6 +215,17 @@ def _encode(im: object, media_type: str, max_bytes: int) -> tuple[str, bytes]:
             return "image/jpeg", out
         rgb = rgb.resize((max(1, rgb.width * 3 // 4), max(1, rgb.height * 3 // 4)))
     raise BadMedia(f"it cannot be made smaller than {max_bytes:,} bytes")
+
+
+def _opaque(im: object) -> bool:
+    """No transparency to lose in a JPEG."""
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    if im.mode not in ("RGBA", "LA"):
+        return True
+    low, _ = im.getchannel("A").getextrema()
+    return bool(low == 255)
 
 
 def _save(im: object, fmt: str, **options: int) -> bytes:
