@@ -46,6 +46,17 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
+def _pooled(embedding: Any) -> list[float]:
+    """One vector: as sent, or the mean of per-token vectors (llama.cpp's server sends
+    those for a model without a pooling type, such as a chat model)."""
+    if embedding and isinstance(embedding[0], list):
+        width = len(embedding[0])
+        if any(len(row) != width for row in embedding):
+            raise ValueError("ragged per-token embeddings")
+        return [sum(float(row[i]) for row in embedding) / len(embedding) for i in range(width)]
+    return [float(x) for x in embedding]
+
+
 def _normalise(vector: Sequence[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [float(x) / norm for x in vector] if norm > 0 else [0.0 for _ in vector]
@@ -193,7 +204,7 @@ class OpenAIEmbedder:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = json.loads(response.read())
+                raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode(errors="replace")
             raise UsageError(
@@ -201,8 +212,15 @@ class OpenAIEmbedder:
             ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise UsageError(f"The embeddings endpoint {self.base_url} failed: {exc}") from None
-        items = sorted(data.get("data", []), key=lambda d: d.get("index", 0))
-        vectors = [_normalise(item["embedding"]) for item in items]
+        try:
+            data = json.loads(raw)
+            items = sorted(data["data"], key=lambda d: d.get("index", 0))
+            vectors = [_normalise(_pooled(item["embedding"])) for item in items]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError(
+                f"The embeddings endpoint {self.base_url} did not answer with OpenAI's "
+                f"embeddings JSON: {raw[:200].decode(errors='replace')!r}"
+            ) from None
         if len(vectors) != len(batch) or any(len(v) != self._dimensions for v in vectors):
             raise UsageError(
                 f"The embeddings endpoint returned {len(vectors)} vectors for {len(batch)} "
