@@ -3,7 +3,8 @@
 Per step: check every budget (and reserve the call), fit the context, call the model, then
 end the turn in exactly one outcome — run tools and continue, a final answer, a retry of
 an invalid answer, or a stop — matched exhaustively. ``Agent.run``/``run_sync``/``stream``
-are thin wrappers around :func:`run_steps`.
+are thin wrappers around :func:`run_steps`. Running a turn's tool calls is in
+:mod:`loopwise.loop_tools`; the run's config and state are in :mod:`loopwise.run_state`.
 """
 
 from __future__ import annotations
@@ -11,101 +12,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, assert_never
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any, assert_never
 
-from .approval import ApprovalCallback, ApprovalRequest, Decision
-from .context import ContextOverflow, ContextPolicy, History, fit, tools_tokens, transcript
+from .context import ContextOverflow, History, fit, transcript
 from .errors import ModelError
 from .events import (
-    ApprovalRequested,
     BudgetWarning,
     ContextCompacted,
     Event,
-    LoopDetected,
     ModelRequested,
     ModelResponded,
     ModelText,
     OutputRetry,
     RunFinished,
     TextDelta,
-    ToolCalled,
-    ToolResulted,
 )
-from .execute import Batch, prepare, run_prepared
-from .limits import BudgetTracker, Stop
+from .limits import Stop
+from .loop_tools import finish_pending_calls, run_calls
 from .messages import (
     AssistantMessage,
     AssistantPart,
     Message,
-    TextPart,
     ToolCallPart,
-    ToolDefinition,
-    ToolResultPart,
     UserMessage,
-    UserPart,
 )
-from .models import Model, ModelSettings, StreamingModel
-from .output import FINAL_ANSWER_TOOL, InvalidOutput, OutputSpec
-from .repetition import LoopDetector
-from .result import RunResult, RunStatus
-from .scope import RunScope
-from .tools import Tool
+from .models import ModelSettings, StreamingModel
+from .output import FINAL_ANSWER_TOOL, InvalidOutput
+from .run_state import Cancelled, RunConfig, RunState, TimedOut, finish, guard
 
 __all__ = ["RunConfig", "RunState", "run_steps"]
 
 logger = logging.getLogger("loopwise")
-
-
-@dataclass(slots=True)
-class RunConfig:
-    """What stays fixed during a run."""
-
-    run_id: str
-    agent_name: str | None
-    model: Model
-    tools: Mapping[str, Tool]
-    output: OutputSpec[Any]
-    settings: ModelSettings
-    context_window: int | None
-    context_policy: ContextPolicy
-    approve: ApprovalCallback | None
-    deps: Any
-    output_retries: int
-    cancel: asyncio.Event | None = None
-    stream_text: bool = False
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    parent: RunScope | None = None
-    """The run that started this one as a tool (see :mod:`loopwise.scope`)."""
-    tool_defs: list[ToolDefinition] = field(default_factory=list)
-    tool_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        self.tool_defs = [t.definition() for t in self.tools.values()]
-        if self.output.tool is not None:
-            self.tool_defs.append(self.output.tool)
-        self.tool_tokens = tools_tokens(self.tool_defs)
-
-    @property
-    def parent_run_id(self) -> str | None:
-        return self.parent.run_id if self.parent is not None else None
-
-    @property
-    def depth(self) -> int:
-        return self.parent.depth + 1 if self.parent is not None else 0
-
-
-@dataclass(slots=True)
-class RunState:
-    """What changes during a run; plain data, so a paused run can be resumed."""
-
-    history: History
-    tracker: BudgetTracker
-    detector: LoopDetector
-    decisions: dict[str, Decision] = field(default_factory=dict)
-    output_attempts: int = 0
-    result: RunResult[Any] | None = None
 
 
 # Each turn ends in exactly one of these.
@@ -127,36 +66,28 @@ class _Retry:
 _Outcome = _CallTools | _Final | _Retry
 
 
-class _Cancelled(Exception):
-    pass
-
-
-class _TimedOut(Exception):
-    pass
-
-
 async def run_steps(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
     """Run the loop to the end; ``state.result`` holds the result afterwards."""
     try:
-        async for event in _finish_pending_calls(cfg, state):
+        async for event in finish_pending_calls(cfg, state):
             yield event
         while state.result is None:
             async for event in _step(cfg, state):
                 yield event
-    except _Cancelled:
-        _finish(cfg, state, "cancelled", "cancelled", None)
-    except _TimedOut:
-        _finish(cfg, state, "incomplete", "timeout", f"max_seconds={_max_seconds(state)}")
+    except Cancelled:
+        finish(cfg, state, "cancelled", "cancelled", None)
+    except TimedOut:
+        finish(cfg, state, "incomplete", "timeout", f"max_seconds={_max_seconds(state)}")
     except ModelError as exc:
-        _finish(cfg, state, "failed", "error", str(exc))
+        finish(cfg, state, "failed", "error", str(exc))
     except ContextOverflow as exc:
-        _finish(cfg, state, "failed", "context_window", str(exc))
+        finish(cfg, state, "failed", "context_window", str(exc))
     except asyncio.CancelledError:
-        _finish(cfg, state, "cancelled", "cancelled", None)
+        finish(cfg, state, "cancelled", "cancelled", None)
         raise
     except Exception as exc:  # a bug in a model adapter or a callback: fail, keep the steps
         logger.exception("run %s failed with an unexpected error", cfg.run_id)
-        _finish(cfg, state, "failed", "error", f"{type(exc).__name__}: {exc}")
+        finish(cfg, state, "failed", "error", f"{type(exc).__name__}: {exc}")
     result = state.result
     assert result is not None
     yield RunFinished(
@@ -187,7 +118,7 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
     estimate = state.history.estimated(extra)
     reserve = tracker.check_model_call(estimate, cfg.settings.max_tokens)
     if isinstance(reserve, Stop):
-        _finish(cfg, state, "incomplete", reserve.reason, reserve.detail)
+        finish(cfg, state, "incomplete", reserve.reason, reserve.detail)
         return
     yield ModelRequested(
         run_id=cfg.run_id,
@@ -263,12 +194,12 @@ def _decide(cfg: RunConfig, response: AssistantMessage) -> _Outcome:
 async def _end_turn(cfg: RunConfig, state: RunState, outcome: _Outcome) -> AsyncIterator[Event]:
     match outcome:
         case _Final(output=output):
-            _finish(cfg, state, "completed", None, None, output=output)
+            finish(cfg, state, "completed", None, None, output=output)
         case _Retry(feedback=feedback):
             async for event in _retry_output(cfg, state, feedback):
                 yield event
         case _CallTools(calls=calls):
-            async for event in _run_calls(cfg, state, calls, previous=[]):
+            async for event in run_calls(cfg, state, calls, previous=[]):
                 yield event
         case _:
             assert_never(outcome)
@@ -280,7 +211,7 @@ async def _retry_output(cfg: RunConfig, state: RunState, feedback: str) -> Async
         run_id=cfg.run_id, step=state.tracker.steps, error=feedback, attempt=state.output_attempts
     )
     if state.output_attempts > cfg.output_retries:
-        _finish(
+        finish(
             cfg,
             state,
             "failed",
@@ -289,202 +220,6 @@ async def _retry_output(cfg: RunConfig, state: RunState, feedback: str) -> Async
         )
         return
     state.history.append(UserMessage.text(f"[loopwise] {feedback}"))
-
-
-def _final_answer_result(cfg: RunConfig, state: RunState, call: ToolCallPart) -> ToolResultPart:
-    """The observation for a final-answer call that could not end the run."""
-    if call.raw_args is not None:
-        message = "ERROR: the final answer's arguments are not a valid JSON object."
-    else:
-        try:
-            cfg.output.parse_args(call.args)
-            message = (
-                f"ERROR: {FINAL_ANSWER_TOOL!r} must be called alone, after the other tools "
-                "have returned. Call it again on its own."
-            )
-        except InvalidOutput as exc:
-            message = f"ERROR: {exc.message}"
-    state.output_attempts += 1
-    return ToolResultPart(call_id=call.id, name=call.name, content=message, is_error=True)
-
-
-async def _run_calls(
-    cfg: RunConfig, state: RunState, calls: list[ToolCallPart], previous: list[ToolResultPart]
-) -> AsyncIterator[Event]:
-    """Run a turn's calls (those without a result in ``previous``) and record results."""
-    tracker = state.tracker
-    done = {r.call_id for r in previous}
-    todo = [c for c in calls if c.id not in done]
-    finals = {
-        c.id: _final_answer_result(cfg, state, c)
-        for c in todo
-        if c.name == FINAL_ANSWER_TOOL and cfg.output.tool is not None
-    }
-    todo = [c for c in todo if c.id not in finals]
-    stop = tracker.check_tool_calls(len(todo))
-    if stop is not None:
-        _finish(cfg, state, "incomplete", stop.reason, stop.detail)
-        return
-    batch = await prepare(
-        todo, cfg.tools, run_id=cfg.run_id, decisions=state.decisions, approve=cfg.approve
-    )
-    state.decisions.clear()
-    for o in batch.outcomes:
-        if not o.pending:
-            yield ToolCalled(
-                run_id=cfg.run_id,
-                step=tracker.steps,
-                call_id=o.call.id,
-                name=o.call.name,
-                args=o.call.args,
-            )
-    tracker.tool_calls += sum(1 for o in batch.outcomes if not o.pending)
-    async for event in _run_batch(cfg, state, batch):
-        yield event
-    for o in batch.outcomes:
-        if o.result is not None:
-            yield ToolResulted(
-                run_id=cfg.run_id,
-                step=tracker.steps,
-                call_id=o.call.id,
-                name=o.call.name,
-                content=o.result.content,
-                is_error=o.result.is_error,
-                duration=o.duration,
-                images=len(o.result.images),
-            )
-    by_id = {r.call_id: r for r in [*previous, *batch.results, *finals.values()]}
-    results = [by_id[c.id] for c in calls if c.id in by_id]
-    async for event in _record_results(cfg, state, calls, results, batch):
-        yield event
-
-
-async def _run_batch(cfg: RunConfig, state: RunState, batch: Batch) -> AsyncIterator[Event]:
-    """Run the batch's calls under the run's guard; events of child runs (agents used as
-    tools) are passed on as they happen."""
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    scope = RunScope(
-        cfg.run_id,
-        state.tracker,
-        cfg.depth,
-        cfg.cancel,
-        cfg.approve,
-        queue.put_nowait,
-        checkpoints=cfg.parent.checkpoints if cfg.parent is not None else None,
-    )
-    work = asyncio.ensure_future(
-        _guard(
-            cfg,
-            state,
-            run_prepared(
-                batch,
-                run_id=cfg.run_id,
-                step=state.tracker.steps,
-                deps=cfg.deps,
-                metadata=cfg.metadata,
-                scope=scope,
-            ),
-        )
-    )
-    getter: asyncio.Future[Event] | None = None
-    try:
-        while not work.done():
-            getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            getter.cancel()
-        while not queue.empty():
-            yield queue.get_nowait()
-        work.result()
-    finally:
-        if getter is not None:
-            getter.cancel()
-        if not work.done():
-            work.cancel()
-            await asyncio.wait({work})
-
-
-async def _record_results(
-    cfg: RunConfig,
-    state: RunState,
-    calls: list[ToolCallPart],
-    results: list[ToolResultPart],
-    batch: Batch,
-) -> AsyncIterator[Event]:
-    parts: list[UserPart] = list(results)
-    pending = batch.pending
-    if pending:
-        if parts:
-            state.history.append(UserMessage(parts=tuple(parts)))
-        for o in pending:
-            yield ApprovalRequested(
-                run_id=cfg.run_id,
-                step=state.tracker.steps,
-                call_id=o.call.id,
-                name=o.call.name,
-                args=o.call.args,
-            )
-        _finish(
-            cfg,
-            state,
-            "input_required",
-            "approval_required",
-            None,
-            pending=[
-                ApprovalRequest(cfg.run_id, o.call.id, o.call.name, dict(o.call.args))
-                for o in pending
-            ],
-        )
-        return
-    finding = state.detector.observe(calls, results)
-    if finding is not None:
-        action: Literal["nudge", "stop"] = "stop" if finding.stop else "nudge"
-        yield LoopDetected(
-            run_id=cfg.run_id,
-            step=state.tracker.steps,
-            kind=finding.kind,
-            detail=finding.detail,
-            action=action,
-        )
-        if not finding.stop:
-            parts.append(TextPart(text=state.detector.nudge(finding)))
-    state.history.append(UserMessage(parts=tuple(parts)))
-    if finding is not None and finding.stop:
-        _finish(cfg, state, "incomplete", "loop", finding.detail)
-    elif state.output_attempts > cfg.output_retries:
-        _finish(
-            cfg,
-            state,
-            "failed",
-            "invalid_output",
-            f"the final answer was still invalid after {cfg.output_retries} retries",
-        )
-
-
-async def _finish_pending_calls(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
-    """On resume: run the last turn's calls that have no result yet (with decisions)."""
-    msgs = state.history.messages
-    last_assistant = next(
-        (i for i in range(len(msgs) - 1, -1, -1) if isinstance(msgs[i], AssistantMessage)), None
-    )
-    if last_assistant is None:
-        return
-    assistant = msgs[last_assistant]
-    assert isinstance(assistant, AssistantMessage)
-    calls = assistant.tool_calls
-    previous = [
-        p
-        for m in msgs[last_assistant + 1 :]
-        if isinstance(m, UserMessage)
-        for p in m.parts
-        if isinstance(p, ToolResultPart)
-    ]
-    if not calls or len(previous) >= len(calls):
-        return
-    state.history.splice(last_assistant + 1, len(msgs), [])
-    async for event in _run_calls(cfg, state, calls, previous):
-        yield event
 
 
 async def _fit_context(cfg: RunConfig, state: RunState, extra: int) -> AsyncIterator[Event]:
@@ -527,7 +262,7 @@ async def _summarise(cfg: RunConfig, state: RunState, messages: list[Message]) -
         return None
     settings = ModelSettings(max_tokens=reserve.max_tokens, tool_choice="none")
     try:
-        response = await _guard(cfg, state, cfg.model.request(request, [], settings))
+        response = await guard(cfg, state, cfg.model.request(request, [], settings))
     except ModelError:
         return None
     state.tracker.record(response.usage)
@@ -543,7 +278,7 @@ async def _call_model(
         try:
             while True:
                 try:
-                    item = await _guard(cfg, state, anext(stream))
+                    item = await guard(cfg, state, anext(stream))
                 except StopAsyncIteration:
                     return
                 yield item
@@ -552,7 +287,7 @@ async def _call_model(
             if aclose is not None:
                 await aclose()
     else:
-        yield await _guard(cfg, state, cfg.model.request(messages, cfg.tool_defs, settings))
+        yield await guard(cfg, state, cfg.model.request(messages, cfg.tool_defs, settings))
 
 
 def _unique_call_ids(response: AssistantMessage) -> AssistantMessage:
@@ -569,69 +304,3 @@ def _unique_call_ids(response: AssistantMessage) -> AssistantMessage:
             seen.add(p.id)
         parts.append(p)
     return replace(response, parts=tuple(parts))
-
-
-async def _guard(cfg: RunConfig, state: RunState, awaitable: Any) -> Any:
-    """Await with the run's cancel event and time budget; cancel the work cleanly."""
-    remaining = state.tracker.remaining_seconds()
-    if cfg.cancel is None and remaining is None:
-        return await awaitable
-    if cfg.cancel is not None and cfg.cancel.is_set():
-        if asyncio.iscoroutine(awaitable):
-            awaitable.close()
-        raise _Cancelled
-    work = asyncio.ensure_future(awaitable)
-    waiters: set[asyncio.Future[Any]] = {work}
-    stopper = asyncio.ensure_future(cfg.cancel.wait()) if cfg.cancel is not None else None
-    if stopper is not None:
-        waiters.add(stopper)
-    try:
-        done, _ = await asyncio.wait(
-            waiters,
-            timeout=None if remaining is None else max(remaining, 0),
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    except asyncio.CancelledError:
-        work.cancel()
-        await asyncio.wait({work})
-        raise
-    finally:
-        if stopper is not None:
-            stopper.cancel()
-    if work in done:
-        return work.result()
-    work.cancel()
-    await asyncio.wait({work})  # let tools finish their cleanup; their error is not ours
-    if stopper is not None and stopper in done:
-        raise _Cancelled
-    raise _TimedOut
-
-
-def _finish(
-    cfg: RunConfig,
-    state: RunState,
-    status: RunStatus,
-    reason: str | None,
-    error: str | None,
-    *,
-    output: Any = None,
-    pending: list[ApprovalRequest] | None = None,
-) -> None:
-    t = state.tracker
-    state.result = RunResult(
-        run_id=cfg.run_id,
-        status=status,
-        output=output,
-        stop_reason=reason,
-        error=error if status == "failed" else None,
-        detail=error if status != "failed" else None,
-        usage=t.usage,
-        cost_usd=t.cost_usd,
-        steps=t.steps,
-        tool_calls=t.tool_calls,
-        duration=t.elapsed(),
-        messages=list(state.history.messages),
-        pending_approvals=pending or [],
-        model=f"{cfg.model.provider}:{cfg.model.model_name}",
-        parent_run_id=cfg.parent_run_id,
-    )

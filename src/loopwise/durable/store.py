@@ -2,13 +2,12 @@
 
 Callers run these methods in threads (``asyncio.to_thread``). Writes that must not race
 are single conditional statements, or start with one that locks the run's row, so they
-hold on SQLite (one writer at a time) and PostgreSQL (row locks) alike.
+hold on SQLite (one writer at a time) and PostgreSQL (row locks) alike. The queries that
+only read live in :mod:`loopwise.durable.reads`; :class:`Store` inherits them.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -18,15 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..messages import Usage
-from .records import (
-    TERMINAL,
-    Conflict,
-    InvalidArguments,
-    NotFound,
-    PendingApproval,
-    RunRecord,
-    StoredEvent,
-)
+from .reads import Row, StoreReads
+from .reads import record as _record
+from .records import TERMINAL, Conflict, NotFound, RunRecord
 from .schema import (
     attempts,
     child_steps,
@@ -40,11 +33,10 @@ from .schema import (
 
 __all__ = ["Store"]
 
-Row = dict[str, Any]
 Enqueue = Callable[[sa.Connection], None]
 
 
-class Store:
+class Store(StoreReads):
     """The engine's tables in the DBOS database at ``url``."""
 
     def __init__(self, url: str):
@@ -81,57 +73,6 @@ class Store:
             raise Conflict("The run could not be created; try again.")
         return _record(row._asdict()), False
 
-    def row(self, run_id: str) -> Row | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-        return None if found is None else found._asdict()
-
-    def get(self, run_id: str) -> RunRecord:
-        row = self.row(run_id)
-        if row is None:
-            raise NotFound(f"No run has the id {run_id!r}.")
-        return _record(row)
-
-    def list_runs(
-        self, *, status: str | None, agent: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[RunRecord], str | None]:
-        """Newest first; the cursor is opaque (the last row's creation time and id)."""
-        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
-        if status is not None:
-            query = query.where(runs.c.status == status)
-        if agent is not None:
-            query = query.where(runs.c.agent == agent)
-        if cursor:
-            created, last_id = _decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    runs.c.created_at < created,
-                    sa.and_(runs.c.created_at == created, runs.c.id < last_id),
-                )
-            )
-        with self.engine.connect() as conn:
-            rows = [r._asdict() for r in conn.execute(query.limit(limit + 1))]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        after = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return [_record(r) for r in rows], after
-
-    def events(self, run_id: str, *, after: int, limit: int) -> list[StoredEvent]:
-        query = (
-            sa.select(events.c.seq, events.c.type, events.c.data)
-            .where(events.c.run_id == run_id, events.c.seq > after)
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            found = [StoredEvent(run_id, r.seq, r.type, r.data) for r in conn.execute(query)]
-            if (
-                not found
-                and conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is None
-            ):
-                raise NotFound(f"No run has the id {run_id!r}.")
-        return found
-
     def progress(
         self,
         run_id: str,
@@ -164,23 +105,6 @@ class Store:
                 row = {"run_id": run_id, "segment": segment, "state": state}
                 conn.execute(self.insert(states).values(**row).on_conflict_do_nothing())
         return True
-
-    def last_seq(self, run_id: str) -> int:
-        with self.engine.connect() as conn:
-            last = conn.execute(
-                sa.select(sa.func.max(events.c.seq)).where(events.c.run_id == run_id)
-            ).scalar()
-        return int(last or 0)
-
-    def state(self, run_id: str, segment: int | None = None) -> Row | None:
-        """The state saved at the end of ``segment`` (default: the latest)."""
-        query = sa.select(states.c.state).where(states.c.run_id == run_id)
-        if segment is not None:
-            query = query.where(states.c.segment == segment)
-        query = query.order_by(states.c.segment.desc()).limit(1)
-        with self.engine.connect() as conn:
-            found = conn.execute(query).scalar()
-        return found if isinstance(found, dict) else None
 
     def cancel(self, run_id: str, finished: Callable[[RunRecord], Row]) -> RunRecord:
         """Mark the run cancelled and append its final event (``finished(record)``)."""
@@ -234,18 +158,6 @@ class Store:
                 ],
             )
         return record, True
-
-    def unfinished(self, *, after: str, limit: int) -> list[Row]:
-        """Up to ``limit`` runs that are queued or in progress, by id after ``after``: each
-        one's id, status, segment and last update."""
-        query = (
-            sa.select(runs.c.id, runs.c.status, runs.c.segment, runs.c.updated_at)
-            .where(runs.c.status.in_(("queued", "in_progress")), runs.c.id > after)
-            .order_by(runs.c.id)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(query)]
 
     def decide(
         self,
@@ -385,54 +297,3 @@ def _child_endings(conn: sa.Connection, run_id: str, final: Row) -> list[Row]:
         }
         for child, parent in reversed(open_children.items())
     ]
-
-
-def _record(row: Mapping[str, Any]) -> RunRecord:
-    pending = [
-        PendingApproval(
-            call_id=str(p["call_id"]),
-            tool=str(p["tool"]),
-            arguments=dict(p["arguments"]),
-            reason=str(p.get("reason", "requires_approval")),
-        )
-        for p in (row.get("pending") or [])
-    ]
-    return RunRecord(
-        id=row["id"],
-        agent=row["agent"],
-        status=row["status"],
-        input=row["input"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        model=row.get("model"),
-        stop_reason=row.get("stop_reason"),
-        detail=row.get("detail"),
-        output=row.get("output"),
-        error=row.get("error"),
-        usage=dict(row.get("usage") or {}),
-        cost_usd=float(row.get("cost") or 0.0),
-        steps=int(row.get("steps") or 0),
-        tool_calls=int(row.get("tool_calls") or 0),
-        pending_approvals=pending,
-        metadata=dict(row.get("metadata") or {}),
-        started_at=row.get("started_at"),
-        finished_at=row.get("finished_at"),
-    )
-
-
-def _encode_cursor(created_at: float, run_id: str) -> str:
-    raw = json.dumps([created_at, run_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, run_id = json.loads(raw)
-        if not isinstance(run_id, str) or not isinstance(created, (int, float)):
-            raise ValueError(cursor)
-        return float(created), run_id
-    except (ValueError, TypeError):
-        raise InvalidArguments(
-            f"The cursor {cursor[:40]!r} is not valid; pass the 'next' value of a listing."
-        ) from None
