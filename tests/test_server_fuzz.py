@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,32 @@ def database(backend: str, tmp_path: Path) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _agents_with_a_memory(tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """The test agents plus ``remembering``, whose memory holds a few facts, so the
+    /v1/memories routes are fuzzed with real data (needs the memory extra's store)."""
+    from server_agents import agents
+
+    try:
+        import apsw  # noqa: F401
+        import sqlite_vec  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        return dict(agents), None
+    import asyncio
+
+    from loopwise import Agent
+    from loopwise.memory import HashEmbedder, Memory, Namespace
+    from loopwise.models.testing import FunctionModel
+
+    memory = Memory(f"sqlite:///{tmp_path / 'memory.sqlite'}", embedder=HashEmbedder())
+    for i, fact in enumerate(["The staging database is db-7.", "Deploys go to eu-north-1."]):
+        for key in ("", "tenant-a"):
+            asyncio.run(memory.remember(f"{fact} ({i})", namespace=Namespace("remembering", key)))
+    remembering = Agent(FunctionModel(lambda m, t: "ok"), name="remembering", memory=memory)
+    return {**agents, "remembering": remembering}, memory
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
@@ -66,11 +93,12 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         pytest.skip("schemathesis is not installed: pip install 'schemathesis==4.32.5'")
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     report = tmp_path / "report.json"
+    agents, memory = _agents_with_a_memory(tmp_path)
     # Streams end after 1 s so that an SSE request on a waiting run does not hang.
     settings = ServerSettings(heartbeat_seconds=0.2, poll_seconds=0.02, max_stream_seconds=1.0)
     with (
         database(backend, tmp_path) as url,
-        service(tmp_path, keys=[KEY], settings=settings, database=url) as live,
+        service(tmp_path, keys=[KEY], settings=settings, database=url, agents=agents) as live,
     ):
         command = [
             str(SCHEMATHESIS),
@@ -97,6 +125,8 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         done = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, timeout=170, check=False
         )
+    if memory is not None:
+        memory.close()
     summary = json.loads(report.read_text())
     operations = summary["operations"]["tested"]
     cases = summary["test_cases"]["generated"]

@@ -143,7 +143,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(BearerAuth, keys=keys, required=require_auth, open_paths=OPEN_PATHS)
     agents = sorted(engine.agents)
-    app.openapi = lambda: openapi(app, agents, secured=require_auth, open_paths=OPEN_PATHS)  # type: ignore[method-assign]
+    remembering = [n for n in agents if getattr(engine.agents[n], "memory", None) is not None]
+    app.openapi = lambda: openapi(  # type: ignore[method-assign]
+        app, agents, secured=require_auth, open_paths=OPEN_PATHS, memory_agents=remembering
+    )
     return app
 
 

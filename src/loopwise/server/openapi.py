@@ -1,8 +1,9 @@
 """The OpenAPI document: FastAPI's, made exact where FastAPI cannot say it alone.
 
-The registered agents' names become an enum; error responses are JSON whatever the
-route's success type; an absent optional parameter is not ``null``; the event stream is
-described event by event (``itemSchema``); bearer security is declared when required.
+The registered agents' names become an enum (for ``/v1/memories``, those with a memory);
+error responses are JSON whatever the route's success type; an absent optional parameter
+is not ``null``; the event stream is described event by event (``itemSchema``); bearer
+security is declared when required.
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def openapi(
-    app: FastAPI, agents: list[str], *, secured: bool, open_paths: Collection[str]
+    app: FastAPI,
+    agents: list[str],
+    *,
+    secured: bool,
+    open_paths: Collection[str],
+    memory_agents: Collection[str] = (),
 ) -> dict[str, Any]:
-    """FastAPI's schema, with the agents' names and the bearer scheme (on all but /healthz)."""
+    """FastAPI's schema, with the agents' names (those with a memory for ``/v1/memories``)
+    and the bearer scheme (on all but /healthz)."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
@@ -57,6 +64,12 @@ def openapi(
         run_create["properties"]["agent"]["enum"] = agents
     for operation in (op for item in schema["paths"].values() for op in item.values()):
         _tidy(operation)
+    if memory_agents:
+        for path, item in schema["paths"].items():
+            for operation in item.values() if path.startswith("/v1/memories") else ():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "agent" and parameter["in"] == "query":
+                        parameter["schema"]["enum"] = sorted(memory_agents)
     if secured:
         components = schema.setdefault("components", {})
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
