@@ -27,7 +27,7 @@ def driver(messages: list[Message], tools: list[ToolDefinition]) -> Turn:
                 "I will gather the history and the notes.",
                 call("git_shortlog", since="30 days ago"),
                 call("git_log", max_count=30, oneline=True, stat=True),
-                call("grep", pattern="TODO|FIXME"),
+                call("git_grep", pattern="TODO|FIXME"),
             ]
         return "Three authors are active; there are TODO and FIXME notes."
     facts = first_user_text(messages)
@@ -37,6 +37,12 @@ def driver(messages: list[Message], tools: list[ToolDefinition]) -> Turn:
 
 def test_repo_health_report_has_the_repository_facts(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
+    # Not the project's notes: an installed dependency, and a file git ignores.
+    (repo / ".venv" / "lib").mkdir(parents=True)
+    (repo / ".venv" / "lib" / "dep.py").write_text("# TODO: vendored, not ours\n")
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "gen.py").write_text("# FIXME: generated, not ours\n")
     out = tmp_path / "reports" / "health.md"
     result = asyncio.run(
         repo_health.repo_health(repo, model=FunctionModel(driver), out=out, workspace=tmp_path)
@@ -51,6 +57,7 @@ def test_repo_health_report_has_the_repository_facts(tmp_path: Path) -> None:
     assert text.index("setup.cfg") < text.index("docs/guide.md") < text.index("README.md")
     assert "`src/app.py:2` return 1  # TODO: handle errors" in text
     assert "`src/db.py:1` # FIXME: connection leak" in text
+    assert "not ours" not in text
     assert "Alice Smith leads the work." in text
     assert result.next_steps == ["Fix the connection leak in src/db.py"]
     assert result.notes == []  # the model made every call: nothing done by the recipe

@@ -127,6 +127,7 @@ def test_tools_and_their_policy(tools: dict[str, Tool]) -> None:
         "git_show",
         "git_blame",
         "git_shortlog",
+        "git_grep",
     ]
     assert all(t.idempotent and not t.requires_approval for t in tools.values())
     assert "self" not in tools["git_log"].parameters["properties"]
@@ -200,6 +201,25 @@ def test_shortlog(run: Run) -> None:
     assert "Alice" not in run("git_shortlog", since="2024-04-01")
 
 
+def test_grep_searches_tracked_files_only(run: Run) -> None:
+    assert run("git_grep", pattern="fixed by") == "app.py:2:    return 2  # fixed by bob"
+    assert run("git_grep", pattern="untracked") == (
+        "No matches for 'untracked' in the tracked files."  # scratch.txt is not tracked
+    )
+    assert run("git_grep", pattern="staged note") == "notes.txt:1:staged note"  # in the index
+    assert run("git_grep", pattern="^Guide", path="docs") == "docs/guide.md:1:Guide"
+    assert run("git_grep", pattern="usage", ignore_case=True) == "README.md:3:## Usage"
+    assert "Usage" not in run("git_grep", pattern="Usage|Demo", rev="v1.0")  # before carol's
+    assert run("git_grep", pattern="Demo", rev="v1.0") == "README.md:1:# Demo"
+    assert run("git_grep", pattern=".", max_matches=2).endswith("more matches not shown]")
+    # The pattern goes after -e: one that looks like an option is a pattern.
+    assert "No matches" in run("git_grep", pattern="--output=/tmp/x")
+    with pytest.raises(ModelRetry, match="git grep failed"):
+        run("git_grep", pattern="(unclosed")
+    with pytest.raises(ModelRetry, match="one-line"):
+        run("git_grep", pattern="a\nb")
+
+
 def test_git_errors_go_back_to_the_model(run: Run) -> None:
     with pytest.raises(ModelRetry, match=r"git log failed: .*no-such-branch"):
         run("git_log", rev="no-such-branch")
@@ -229,6 +249,10 @@ def test_option_injection_is_refused_and_creates_nothing(run: Run, tmp_path: Pat
         ("git_blame", {"path": str(tmp_path / "outside.txt")}),
         ("git_shortlog", {"rev": f"--output={probe}"}),
         ("git_shortlog", {"path": "-e"}),
+        ("git_grep", {"pattern": "x", "rev": f"--output={probe}"}),
+        ("git_grep", {"pattern": "x", "rev": "-O"}),
+        ("git_grep", {"pattern": "x", "path": f"--open-files-in-pager=touch {probe}"}),
+        ("git_grep", {"pattern": "x", "path": "../outside"}),
     ]
     refused = 0
     for name, args in attempts:
@@ -300,6 +324,8 @@ def test_hostile_repository_config_never_runs(tmp_path: Path) -> None:
         ("git_blame", {"path": "README.md"}),
         ("git_blame", {"path": "app.py", "rev": "HEAD"}),
         ("git_shortlog", {}),
+        ("git_grep", {"pattern": "Demo"}),
+        ("git_grep", {"pattern": "Demo", "rev": "HEAD"}),
     ]
     for name, args in calls:
         for path in ("README.md", "app.py"):

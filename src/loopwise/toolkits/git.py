@@ -46,14 +46,22 @@ _DRIVER_KEY = re.compile(r"^(filter\..+\.(clean|smudge|process)|diff\..+\.(comma
 
 
 def git(repo: str | Path, *, max_output_chars: int = 20_000, timeout: float = 30.0) -> list[Tool]:
-    """Read-only git tools on ``repo``: log, status, diff, show, blame and shortlog.
+    """Read-only git tools on ``repo``: log, status, diff, show, blame, shortlog and grep.
 
     ``timeout`` (seconds) bounds each git command; ``max_output_chars`` caps what it returns.
     Raises ``UsageError`` if git (2.31 or later) is missing or ``repo`` is not a repository.
     """
     tools = _GitTools(_GitRunner(repo, timeout=timeout, max_output_chars=max_output_chars))
     make = tool(max_output_chars=max_output_chars + 500, timeout=timeout + 10.0)
-    names = ("git_log", "git_status", "git_diff", "git_show", "git_blame", "git_shortlog")
+    names = (
+        "git_log",
+        "git_status",
+        "git_diff",
+        "git_show",
+        "git_blame",
+        "git_shortlog",
+        "git_grep",
+    )
     return [make(getattr(tools, name)) for name in names]
 
 
@@ -202,6 +210,42 @@ class _GitTools:
         args += ["--end-of-options", self.runner.rev(rev), "--", *self.runner.paths([path])]
         return self.runner.run(args) or "(no commits match)"
 
+    def git_grep(
+        self,
+        pattern: str,
+        path: str | None = None,
+        rev: str | None = None,
+        ignore_case: bool = False,
+        max_matches: int = 200,
+    ) -> str:
+        """Search the repository's tracked files for a regular expression; prints
+        "file:line:text" per match. Untracked, ignored and binary files are not searched.
+
+        Args:
+            pattern: Extended regular expression (POSIX ERE), e.g. "TODO|FIXME".
+            path: Only search this file or directory.
+            rev: Search this commit, branch or tag instead of the working tree.
+            ignore_case: Match letters regardless of case.
+            max_matches: Stop after this many matching lines (at most 1000).
+        """
+        if not pattern or any(c in pattern for c in "\0\n\r"):
+            raise ModelRetry("Give a one-line, non-empty pattern such as 'TODO|FIXME'.")
+        args = ["grep", "-n", "-I", "-E", "--no-color", "--full-name"]
+        args += ["-i"] if ignore_case else []
+        args += ["-e", pattern]
+        # git grep takes no --end-of-options: rev() refuses anything that starts with '-'.
+        args += [self.runner.rev(rev)] if rev is not None else []
+        args += ["--", *self.runner.paths([path])]
+        lines = self.runner.run(args, no_match=1).splitlines()
+        if rev is not None:
+            lines = [line.removeprefix(f"{rev}:") for line in lines]
+        if not lines:
+            return f"No matches for {pattern!r} in the tracked files."
+        limit = min(max(max_matches, 1), 1000)
+        more = len(lines) - limit
+        shown = lines[:limit] + ([f"[{more} more matches not shown]"] if more > 0 else [])
+        return "\n".join(shown)
+
 
 class _GitRunner:
     """Runs hardened git commands in one repository and validates what the model passes."""
@@ -254,8 +298,10 @@ class _GitRunner:
             out.append(Path(full).relative_to(self.root).as_posix())
         return out
 
-    def run(self, args: list[str]) -> str:
-        """Run ``git <args>``; a failure goes back to the model as git's own message."""
+    def run(self, args: list[str], *, no_match: int | None = None) -> str:
+        """Run ``git <args>``; a failure goes back to the model as git's own message.
+
+        ``no_match`` is an exit code that means "nothing found" (``git grep``: 1)."""
         with tempfile.TemporaryDirectory(prefix="loopwise-git-home-") as home:
             env = self._env(home)
             env.update(self._driver_blanks(env))
@@ -270,6 +316,8 @@ class _GitRunner:
             )
         if result.timed_out:
             raise ModelRetry(f"git {args[0]} did not finish in {self.timeout:g} s: narrow it down.")
+        if result.exit_code == no_match and not result.stderr.strip():
+            return ""
         if result.exit_code != 0:
             message = result.stderr.strip() or f"exit code {result.exit_code}"
             raise ModelRetry(f"git {args[0]} failed: {message}")

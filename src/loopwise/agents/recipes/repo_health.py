@@ -1,7 +1,8 @@
 """Recipe ``repo-health``: commits per author in the last N days, the most recently
 changed files, and the TODO/FIXME notes in the repository, as a Markdown report.
 
-The model investigates with the read-only ``git`` and ``files`` toolkits and writes the
+The model investigates with the read-only ``git`` toolkit (``git_grep`` searches only the
+tracked files, so dependencies, build output and ignored files are left out) and writes the
 summary; the report's facts come from those tools' real output (the recipe makes any of
 the three calls the model did not make itself).
 """
@@ -21,7 +22,7 @@ from ...errors import UsageError
 from ...events import Event
 from ...limits import Budget
 from ...models import Model
-from ...toolkits import files, git
+from ...toolkits import git
 from .base import Need, Recipe, RecipeResult, ReportNotWritten, bullets, report, table, write_report
 
 __all__ = ["repo_health"]
@@ -58,15 +59,15 @@ async def repo_health(
         raise UsageError(f"Repository {str(repo)!r} does not exist or is not a directory.")
     if not (root / ".git").exists():
         raise UsageError(f"{str(repo)!r} is not a git repository (no .git found).")
-    tools = [*git(root), *files(root, read_only=True)]
+    tools = git(root)
     needs = [
         Need("git_shortlog", {"since": f"{days} days ago"}),
         Need("git_log", {"max_count": 30, "oneline": True, "stat": True}),
-        Need("grep", {"pattern": "TODO|FIXME"}),
+        Need("git_grep", {"pattern": "TODO|FIXME"}),
     ]
     task = (
         f'Check the health of the repository. Call git_shortlog with since="{days} days ago"; '
-        "call git_log with max_count=30, oneline=true, stat=true; call grep with "
+        "call git_log with max_count=30, oneline=true, stat=true; call git_grep with "
         'pattern="TODO|FIXME". Then summarise what you found in two sentences.'
     )
     recipe = Recipe(
@@ -120,7 +121,7 @@ def parse_recent_files(text: str) -> list[str]:
 
 
 def parse_todos(text: str) -> list[dict[str, Any]]:
-    """``grep`` output lines "file:line: text" → [{file, line, text}] (not under .git)."""
+    """``git_grep`` lines "file:line:text" → [{file, line, text}]."""
     rows = []
     for line in text.splitlines():
         m = _GREP.match(line)
