@@ -16,8 +16,10 @@ All stages spend from the pipeline's one budget (:class:`~loopwise.agents.TeamBu
 from __future__ import annotations
 
 import asyncio
+import re
+import string
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,13 +72,31 @@ class Stage:
     def prompt(self, values: Mapping[str, Any]) -> str:
         if callable(self.task):
             return self.task(values)
+        check_template(self.name, self.task, values)
         try:
             return self.task.format_map(values)
-        except KeyError as exc:
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"Stage {self.name!r}: the task cannot be filled in: {exc}.") from None
+
+
+def check_template(stage: str, task: str, names: Iterable[str]) -> None:
+    """Refuse a task template that names anything but ``names`` or is not a valid format
+    string (a literal brace must be doubled: ``{{`` and ``}}``)."""
+    known = set(names)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(task) if f is not None]
+    except ValueError as exc:
+        raise UsageError(
+            f"Stage {stage!r}: the task is not a valid template ({exc}); write a literal "
+            "brace as {{ or }}."
+        ) from None
+    for field_name in fields:
+        name = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        if name not in known:
             raise UsageError(
-                f"Stage {self.name!r}: the task names {exc.args[0]!r}, which is neither "
-                f"'input' nor an earlier stage ({', '.join(sorted(values))})."
-            ) from None
+                f"Stage {stage!r}: the task names {name!r}, which is neither 'input' nor an "
+                f"earlier stage ({', '.join(sorted(known))}); a literal brace is {{{{ or }}}}."
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,10 @@ class ReviewLoop:
     task: str | Callable[[Mapping[str, Any]], str] = "{input}"
     rounds: int = 1
 
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise UsageError(f"review_loop needs rounds of 1 or more, not {self.rounds}.")
+
 
 def review_loop(
     name: str,
@@ -101,8 +125,6 @@ def review_loop(
     task: str | Callable[[Mapping[str, Any]], str] = "{input}",
 ) -> ReviewLoop:
     """A stage named ``name`` whose output is the writer's last draft (see :class:`ReviewLoop`)."""
-    if rounds < 1:
-        raise UsageError(f"review_loop needs rounds of 1 or more, not {rounds}.")
     return ReviewLoop(name, writer, reviewer, task, rounds)
 
 
@@ -146,6 +168,11 @@ class Pipeline:
                 f"A pipeline needs at least one stage, each with its own name (not 'input'); "
                 f"got {names}."
             )
+        known = ["input"]
+        for stage in stages:  # a broken template fails here, not after earlier stages ran
+            if isinstance(stage.task, str):
+                check_template(stage.name, stage.task, known)
+            known.append(stage.name)
         self.stages = stages
         self.budget = budget
         self.name = name

@@ -32,8 +32,10 @@ recipe_app = typer.Typer(
 
 Model = Annotated[str | None, typer.Option("--model", "-m", help="provider:model (default: env).")]
 Approve = Annotated[str, typer.Option("--approve", help="ask | yes | no, for irreversible steps.")]
-Tokens = Annotated[int | None, typer.Option("--budget-tokens", help="Tokens for the whole team.")]
-Usd = Annotated[float | None, typer.Option("--budget-usd", help="USD for the whole team.")]
+Tokens = Annotated[
+    int | None, typer.Option("--budget-tokens", min=1, help="Tokens for the whole team.")
+]
+Usd = Annotated[float | None, typer.Option("--budget-usd", min=0.0, help="USD for the whole team.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Allow = Annotated[list[str] | None, typer.Option("--allow-host", help="Allow a private host/IP.")]
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ...agent import Agent
 from ...approval import ApprovalCallback, ApprovalRequest, Approve, as_decision
+from ...errors import ModelRetry, UsageError
 from ...events import Event
 from ...limits import Budget
 from ...messages import AssistantMessage, ToolResultPart, UserMessage
@@ -27,7 +28,7 @@ from ...result import RunResult
 from ...tools import Tool, ToolContext, render_exception, render_result
 from ..budget import TeamBudget
 
-__all__ = ["Need", "Recipe", "RecipeResult", "ReportNotWritten", "write_report"]
+__all__ = ["Need", "Recipe", "RecipeResult", "ReportNotWritten", "check_out", "write_report"]
 
 Status = Literal["completed", "incomplete", "failed"]
 
@@ -209,7 +210,10 @@ async def write_report(
             approve, "write_outside_workspace", {"path": str(target), "workspace": str(root)}
         )
         root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportNotWritten(f"Cannot create the folder {str(root)!r}: {exc.strerror}.") from None
     write = next(t for t in files(root, approve_delete=True) if t.name == "write_file")
     args = write.validate({"path": target.relative_to(root).as_posix(), "content": content})
     approved = False
@@ -219,8 +223,21 @@ async def write_report(
     ctx: ToolContext[None] = ToolContext(
         "recipe", "report", "write_file", 0, None, approved=approved
     )
-    await write.call(args, ctx)
+    try:
+        await write.call(args, ctx)
+    except ModelRetry as exc:  # a directory, or a file where a directory should be
+        raise ReportNotWritten(f"The report was not written: {exc.message}") from None
     return target
+
+
+def check_out(path: str | Path) -> None:
+    """Refuse, before any work, a report path that can never be a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"The report path {str(path)!r} is a directory; name a file in it.")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"The report path {str(path)!r} is inside a file, {str(parent)!r}.")
 
 
 def _resolve(path: str | Path, workspace: str | Path | None) -> tuple[Path, Path]:

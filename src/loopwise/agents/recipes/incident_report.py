@@ -104,12 +104,21 @@ async def incident_report(
         ],
         [f"Logs read: {', '.join(paths) or 'none'}.", *recipe.notes],
     )
-    out = Path(out_dir) / f"incident-{stamp}.md"
+    out = _free_name(Path(out_dir), f"incident-{stamp}")
     try:
         path = await write_report(out, text, workspace=workspace, approve=approve)
     except ReportNotWritten as exc:
         return recipe.result("incomplete", str(exc), next_steps=steps, facts=facts)
     return recipe.result("completed", summary, artifacts=[str(path)], next_steps=steps, facts=facts)
+
+
+def _free_name(folder: Path, stem: str) -> Path:
+    """``stem.md`` in ``folder``, or ``stem-2.md``, ... when a report of that second exists."""
+    path, n = folder / f"{stem}.md", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}.md"
+    return path
 
 
 def parse_matches(path: str, text: str) -> list[dict[str, Any]]:

@@ -23,7 +23,17 @@ from ...events import Event
 from ...limits import Budget
 from ...models import Model
 from ...toolkits import git
-from .base import Need, Recipe, RecipeResult, ReportNotWritten, bullets, report, table, write_report
+from .base import (
+    Need,
+    Recipe,
+    RecipeResult,
+    ReportNotWritten,
+    bullets,
+    check_out,
+    report,
+    table,
+    write_report,
+)
 
 __all__ = ["repo_health"]
 
@@ -54,6 +64,9 @@ async def repo_health(
     writing outside ``workspace``; ``on_event`` sees every event of the runs."""
     if days < 1:
         raise UsageError(f"days must be 1 or more, not {days}.")
+    check_out(out)
+    # git reads "N days ago" before 1970 as nonsense (no commits): all history is enough.
+    span = min(days, int(time.time() // 86_400) - 1)
     root = Path(repo)
     if not await asyncio.to_thread(root.is_dir):
         raise UsageError(f"Repository {str(repo)!r} does not exist or is not a directory.")
@@ -61,12 +74,12 @@ async def repo_health(
         raise UsageError(f"{str(repo)!r} is not a git repository (no .git found).")
     tools = git(root)
     needs = [
-        Need("git_shortlog", {"since": f"{days} days ago"}),
+        Need("git_shortlog", {"since": f"{span} days ago"}),
         Need("git_log", {"max_count": 30, "oneline": True, "stat": True}),
         Need("git_grep", {"pattern": "TODO|FIXME"}),
     ]
     task = (
-        f'Check the health of the repository. Call git_shortlog with since="{days} days ago"; '
+        f'Check the health of the repository. Call git_shortlog with since="{span} days ago"; '
         "call git_log with max_count=30, oneline=true, stat=true; call git_grep with "
         'pattern="TODO|FIXME". Then summarise what you found in two sentences.'
     )

@@ -9,6 +9,7 @@ fetch one, the recipe does. The document itself is the model's writing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ...limits import Budget
 from ...models import Model
 from ...toolkits import files, http
 from ..pipeline import Pipeline, review_loop
-from .base import Need, Recipe, RecipeResult, ReportNotWritten, write_report
+from .base import Need, Recipe, RecipeResult, ReportNotWritten, check_out, write_report
 
 __all__ = ["research_write"]
 
@@ -55,6 +56,19 @@ async def research_write(
     File sources are read inside ``workspace`` (default: the working directory)."""
     if not topic.strip() or not sources:
         raise UsageError("research-write needs a topic and at least one --source URL or file.")
+    check_out(out)
+    writer: Agent[Any, Any] = Agent(model, system=WRITER, max_steps=3, name="writer")
+    reviewer: Agent[Any, Any] = Agent(model, system=REVIEWER, max_steps=3, name="reviewer")
+    pipeline = Pipeline(
+        review_loop(  # checks rounds before any model call
+            "document",
+            writer,
+            reviewer,
+            rounds=rounds,
+            task=lambda v: f"Write a document on: {topic}\n\nNotes:\n{v['input']}",
+        ),
+        name="research-write",
+    )
     root = Path(workspace or ".")
     tools = [*http(allow=list(allow)), *files(root, read_only=True)]
     needs = [
@@ -73,21 +87,15 @@ async def research_write(
         max_steps=max_steps,
     )
     texts = await recipe.gather(tools, RESEARCHER, task, needs)
+    if all(_unread(t) for t in texts):  # a document from no source would be made up
+        why = "; ".join(
+            f"{s}: {t.splitlines()[0][:200] if t else 'no answer'}"
+            for s, t in zip(sources, texts, strict=True)
+        )
+        return recipe.result("failed", f"No source could be read, so nothing was written ({why}).")
     research = recipe.runs[-1].output if recipe.runs[-1].status == "completed" else ""
     notes = "\n\n".join(
         [str(research or ""), *(f"Source {s}:\n{t}" for s, t in zip(sources, texts, strict=True))]
-    )
-    writer: Agent[Any, Any] = Agent(model, system=WRITER, max_steps=3, name="writer")
-    reviewer: Agent[Any, Any] = Agent(model, system=REVIEWER, max_steps=3, name="reviewer")
-    pipeline = Pipeline(
-        review_loop(
-            "document",
-            writer,
-            reviewer,
-            rounds=rounds,
-            task=lambda v: f"Write a document on: {topic}\n\nNotes:\n{v['input']}",
-        ),
-        name="research-write",
     )
     result = await pipeline.run(notes, parent=recipe.team.scope, on_event=on_event)
     recipe.runs.extend(result.runs)
@@ -114,4 +122,11 @@ async def research_write(
         artifacts=[str(path)],
         facts=facts,
         next_steps=["Read the document and check it against the sources."],
+    )
+
+
+def _unread(text: str) -> bool:
+    """Whether a source's observation is an error (a tool error or an HTTP 4xx/5xx page)."""
+    return (
+        not text.strip() or text.startswith("ERROR") or re.match(r"HTTP [45]\d\d", text) is not None
     )
