@@ -11,6 +11,7 @@ import io
 import math
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -176,14 +177,17 @@ def fit(data: bytes, info: ImageInfo, limits: Limits) -> tuple[str, bytes]:
     size = target_size(info.width, info.height, limits)
     if size == (info.width, info.height) and len(data) <= limits.max_bytes:
         return info.media_type, data
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > info.width * info.height:
                 raise BadMedia("its frames are larger than its header says")
             im.thumbnail(size)  # JPEG: decodes at a reduced scale (draft mode)
-            return _encode(im, info.media_type, limits.max_bytes)
+            # The copy is sent without EXIF, so turn a rotated photo upright now (the
+            # limits are the same either way round).
+            upright = ImageOps.exif_transpose(im)
+            return _encode(_eight_bit(upright), info.media_type, limits.max_bytes)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise BadMedia(f"it cannot be decoded ({exc})") from None
     except (ValueError, struct.error, EOFError) as exc:
@@ -215,6 +219,14 @@ def _encode(im: object, media_type: str, max_bytes: int) -> tuple[str, bytes]:
             return "image/jpeg", out
         rgb = rgb.resize((max(1, rgb.width * 3 // 4), max(1, rgb.height * 3 // 4)))
     raise BadMedia(f"it cannot be made smaller than {max_bytes:,} bytes")
+
+
+def _eight_bit(im: Any) -> Any:
+    """16- and 32-bit grey scaled to 8 bits: Pillow's own conversion clips at 255, which
+    turns a 16-bit PNG almost white."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    return im
 
 
 def _opaque(im: object) -> bool:

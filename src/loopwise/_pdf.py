@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ __all__ = [
 DEFAULT_MAX_PDF_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PDF_PAGES = 100
 MAX_PAGE_CHARS = 20_000
+TEXT_SECONDS = 30.0
+"""A whole read_text call; a few KB of nested forms can keep pypdf busy for hours."""
 INSTALL = "pip install 'loopwise[vision]'"
 _PDFIUM_LOCK = threading.Lock()  # pdfium is not thread-safe
 
@@ -114,16 +117,30 @@ def read_text(
     reader = _reader(data)
     all_pages = reader.pages  # type: ignore[attr-defined]
     numbers = page_numbers(pages, len(all_pages), max_pages)
+    deadline = time.monotonic() + TEXT_SECONDS
+
+    def check_time(*_: object) -> None:  # called by pypdf before each operator
+        if time.monotonic() > deadline:
+            raise _OutOfTime
+
     out: list[tuple[int, str]] = []
     for n in numbers:
         try:
-            text = all_pages[n - 1].extract_text() or ""
+            text = all_pages[n - 1].extract_text(visitor_operand_before=check_time) or ""
+        except _OutOfTime:
+            raise BadMedia(
+                f"reading its text took over {TEXT_SECONDS:g} s (at page {n}); ask for fewer pages"
+            ) from None
         except Exception as exc:  # the content stream of one page is broken
             raise BadMedia(f"page {n} cannot be read ({type(exc).__name__}: {exc})") from None
         if len(text) > MAX_PAGE_CHARS:
             text = text[:MAX_PAGE_CHARS] + f"\n[page cut at {MAX_PAGE_CHARS} characters]"
         out.append((n, text))
     return PdfText(len(all_pages), tuple(out))
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 def render_page(data: bytes, number: int, *, long_edge: int = 1568) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from .store import Candidate, MemoryStore, open_store
 from .summary import deterministic_summary, model_summary, used_tool_output
 
 __all__ = ["KEY_METADATA", "Memory"]
+
+_MAX_INT = 2**63 - 1  # the stores' integers are 64-bit
 
 KEY_METADATA = "memory_key"
 """The run-metadata entry naming the user or tenant whose memories a run uses."""
@@ -109,7 +112,8 @@ class Memory:
     ) -> MemoryRecord:
         """Store ``text``; a near-duplicate of the same kind in the namespace (cosine at or
         above ``settings.duplicate_similarity``) is updated instead of stored twice."""
-        text = text.strip()
+        text = _storable(text).strip()
+        task = None if task is None else _storable(task)
         if len(text) > MAX_TEXT_CHARS:
             text = text[: MAX_TEXT_CHARS - 1] + "…"
         now = time.time()
@@ -197,6 +201,9 @@ class Memory:
         threshold = self.settings.threshold if threshold is None else threshold
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
+        if not 0.0 <= threshold <= 1.0:  # also refuses NaN, which every score would pass
+            raise UsageError(f"threshold must be between 0 and 1, not {threshold}.")
+        query = _storable(query)
         terms = terms_of(query)
         vector = await self._embed(query)
         n = max(self.settings.candidates, k)
@@ -205,13 +212,15 @@ class Memory:
 
     async def get(self, memory_id: str, namespace: Namespace | None = None) -> MemoryRecord | None:
         """One memory by id (``None`` if absent, or not in ``namespace`` when given)."""
+        if "\x00" in memory_id:  # no id has one; PostgreSQL cannot even compare it
+            return None
         return await self._call(self.store.get, memory_id, namespace)  # type: ignore[no-any-return]
 
     async def list(
         self, namespace: Namespace | None = None, *, limit: int = 50, offset: int = 0
     ) -> builtins.list[MemoryRecord]:
         """Memories, newest first; every namespace's when ``namespace`` is ``None``."""
-        if limit < 1 or offset < 0:
+        if not (1 <= limit <= _MAX_INT and 0 <= offset <= _MAX_INT):
             raise UsageError(f"limit must be ≥ 1 and offset ≥ 0, not {limit} and {offset}.")
         return await self._call(self.store.list, namespace, limit=limit, offset=offset)  # type: ignore[no-any-return]
 
@@ -222,6 +231,8 @@ class Memory:
 
     async def forget(self, memory_id: str, namespace: Namespace | None = None) -> bool:
         """Delete a memory (row, keyword index and vector); False when there was none."""
+        if "\x00" in memory_id:
+            return False
         return await self._call(self.store.delete, memory_id, namespace)  # type: ignore[no-any-return]
 
     async def prune(
@@ -235,8 +246,13 @@ class Memory:
         ``keep`` newest per namespace; return how many were deleted."""
         if older_than is None and keep is None:
             raise UsageError("prune needs older_than (seconds) or keep (a count), or both.")
-        if (older_than is not None and older_than < 0) or (keep is not None and keep < 0):
-            raise UsageError("older_than and keep must not be negative.")
+        # NaN is refused too: PostgreSQL orders it above every time, so all would go.
+        if (older_than is not None and not 0 <= older_than < math.inf) or (
+            keep is not None and not 0 <= keep <= _MAX_INT
+        ):
+            raise UsageError(
+                f"older_than and keep must be finite and not negative, not {older_than} and {keep}."
+            )
         before = None if older_than is None else time.time() - older_than
         return await self._call(self.store.prune, namespace, before=before, keep=keep)  # type: ignore[no-any-return]
 
@@ -251,6 +267,17 @@ class Memory:
         """Close the store's connection."""
         self.store.close()
         self._opened = False
+
+
+def _storable(text: str) -> str:
+    """``text`` that every store and embedder takes: NUL (PostgreSQL refuses it) and lone
+    surrogates (not UTF-8; a JSON ``"\\ud800"`` gives one) become U+FFFD."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def _merge(old: MemoryRecord, new: MemoryRecord) -> MemoryRecord:

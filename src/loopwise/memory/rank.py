@@ -100,7 +100,8 @@ def rank(
     for c in candidates:
         text = c.record.text if not c.record.task else f"{c.record.task}\n{c.record.text}"
         kw = keyword_score(terms, text)
-        vector = max(0.0, min(1.0, c.cosine))
+        # NaN (a zero vector's cosine) counts as unrelated, not as min()'s 1.0
+        vector = max(0.0, min(1.0, c.cosine)) if c.cosine == c.cosine else 0.0
         relevance = (1 - settings.keyword_weight) * vector + settings.keyword_weight * kw
         if relevance < threshold:
             continue

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = ["SqliteStore"]
 
 _SELECT = ", ".join(f'm."{c}"' for c in COLUMNS)
 _MISSING = "The SQLite memory store needs apsw and sqlite-vec: pip install 'loopwise[memory]'."
+_MAX_K = 4096  # sqlite-vec refuses a larger k in a knn query
 
 
 class SqliteStore:
@@ -53,10 +55,15 @@ class SqliteStore:
             conn.setbusytimeout(10_000)
             conn.execute("PRAGMA journal_mode=WAL")
             self._serialize = sqlite_vec.serialize_float32
-            with conn:
-                self._create(conn, dimensions)
-                self._check(conn, embedder_name, dimensions)
             self._conn = conn
+            try:
+                with self._transaction() as db:
+                    self._create(db, dimensions)
+                    self._check(db, embedder_name, dimensions)
+            except BaseException:
+                self._conn = None
+                conn.close()
+                raise
 
     def _create(self, conn: Any, dimensions: int) -> None:
         conn.execute(
@@ -95,13 +102,28 @@ class SqliteStore:
             raise UsageError("The memory store is not open; call open() first.")
         return self._conn
 
+    @contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[Any]:
+        """One transaction under the lock. Writes take the write lock first (IMMEDIATE):
+        a read that upgrades to a write gets SQLITE_BUSY at once when another process
+        wrote meanwhile, whatever the busy timeout. Reads see one snapshot (DEFERRED)."""
+        with self._lock:
+            db = self._db()
+            db.execute(f"BEGIN {mode}")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     # -- writes -------------------------------------------------------------------------
 
     def add(self, record: MemoryRecord, vector: Sequence[float]) -> None:
         row = row_of(record)
         names = ", ".join(f'"{c}"' for c in COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        with self._lock, self._db() as db:
+        with self._transaction() as db:
             db.execute(f"INSERT INTO memories ({names}) VALUES ({marks})", tuple(row.values()))
             rowid = db.last_insert_rowid()
             db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (rowid, record.text))
@@ -114,7 +136,7 @@ class SqliteStore:
         row = row_of(record)
         sets = ", ".join(f'"{c}" = ?' for c in COLUMNS if c != "id")
         values = tuple(v for c, v in row.items() if c != "id")
-        with self._lock, self._db() as db:
+        with self._transaction() as db:
             found = db.execute("SELECT rowid FROM memories WHERE id = ?", (record.id,)).fetchone()
             if found is None:
                 raise UsageError(f"No memory has the id {record.id!r}.")
@@ -130,7 +152,7 @@ class SqliteStore:
 
     def delete(self, memory_id: str, namespace: Namespace | None) -> bool:
         where, args = _scope("m.id = ?", (memory_id,), namespace)
-        with self._lock, self._db() as db:
+        with self._transaction() as db:
             rowids = [
                 r[0] for r in db.execute(f"SELECT m.rowid FROM memories m WHERE {where}", args)
             ]
@@ -139,7 +161,7 @@ class SqliteStore:
 
     def prune(self, namespace: Namespace | None, *, before: float | None, keep: int | None) -> int:
         gone: set[int] = set()
-        with self._lock, self._db() as db:
+        with self._transaction() as db:
             if before is not None:
                 where, args = _scope("m.updated_at < ?", (before,), namespace)
                 gone.update(
@@ -199,14 +221,13 @@ class SqliteStore:
         self, namespace: Namespace, vector: Sequence[float], terms: Sequence[str], n: int
     ) -> builtins.list[Candidate]:
         blob = self._serialize(list(vector))
-        with self._lock:
-            db = self._db()
+        with self._transaction("DEFERRED") as db:
             near = db.execute(
                 "SELECT rowid, distance FROM memories_vec "
                 "WHERE embedding MATCH ? AND k = ? AND namespace = ?",
-                (blob, n, namespace.id),
+                (blob, min(n, _MAX_K), namespace.id),
             ).fetchall()
-            cosines = {int(r): 1.0 - float(d) for r, d in near}
+            cosines = {int(r): _cosine(d) for r, d in near}
             if terms:
                 query = " OR ".join(f'"{t}"*' for t in terms)
                 more = db.execute(
@@ -222,7 +243,7 @@ class SqliteStore:
                             "WHERE rowid = ?",
                             (blob, rowid),
                         ).fetchone()
-                        cosines[int(rowid)] = 1.0 - float(d[0])
+                        cosines[int(rowid)] = _cosine(d[0] if d else None)
             if not cosines:
                 return []
             marks = ", ".join("?" for _ in cosines)
@@ -241,6 +262,11 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _cosine(distance: float | None) -> float:
+    """Cosine similarity from sqlite-vec's distance, which is NULL for a zero vector."""
+    return 0.0 if distance is None else 1.0 - float(distance)
 
 
 def _scope(
