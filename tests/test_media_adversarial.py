@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,25 @@ def test_an_ordinary_form_still_gives_its_text() -> None:
     pytest.importorskip("pypdf")
     text = _pdf.read_text(_form_bomb(fan=3, padding=0))
     assert text.render().count("hello") == 3
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP"])
+def test_an_image_cut_short_after_its_header_is_refused(fmt: str, tmp_path: Path) -> None:
+    """Small enough to be sent as it is, so nothing decodes it: the end is checked instead."""
+    import asyncio
+
+    from PIL import Image as PILImage
+
+    from loopwise import Image, ModelRetry, UsageError
+    from loopwise.toolkits.documents import documents
+
+    image = PILImage.effect_noise((64, 48), 60).convert("RGB" if fmt != "GIF" else "P")
+    whole = _save(image, fmt)
+    assert Image.from_bytes(whole).media_type  # the whole file is fine
+    cut = whole[: len(whole) * 2 // 3]
+    with pytest.raises(UsageError, match="is truncated"):
+        Image.from_bytes(cut)
+    (tmp_path / "cut.img").write_bytes(cut)
+    [read_image, _] = documents(tmp_path)
+    with pytest.raises(ModelRetry, match="truncated"):
+        asyncio.run(read_image.function(path="cut.img"))

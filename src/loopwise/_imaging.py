@@ -20,6 +20,7 @@ __all__ = [
     "BadMedia",
     "ImageInfo",
     "Limits",
+    "check_complete",
     "fit",
     "image_info",
     "image_tokens",
@@ -87,6 +88,21 @@ def image_info(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
             f"{max_pixels:,} pixels"
         )
     return ImageInfo(media_type, width, height)
+
+
+def check_complete(info: ImageInfo, data: bytes) -> None:
+    """Refuse a file cut short after a valid header (a broken download or copy): PNG ends
+    with its IEND chunk, JPEG with its end marker, GIF with its trailer, WebP with the
+    length its RIFF header gives. Cheap: only the end of the file is read."""
+    tail = data[-4096:]
+    complete = {
+        "image/png": b"IEND" in tail[-64:],
+        "image/jpeg": b"\xff\xd9" in tail,  # 0xFF in the coded data is always escaped
+        "image/gif": tail.rstrip(b"\0")[-1:] == b";",
+        "image/webp": int.from_bytes(data[4:8], "little") + 8 <= len(data),
+    }.get(info.media_type, True)
+    if not complete:
+        raise BadMedia(f"the {IMAGE_TYPES[info.media_type]} file is truncated (it ends early)")
 
 
 def _size(media_type: str, data: bytes) -> tuple[int, int]:

@@ -16,7 +16,13 @@ import base64
 import os
 from pathlib import Path
 
-from ._imaging import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, BadMedia, image_info
+from ._imaging import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    BadMedia,
+    check_complete,
+    image_info,
+)
 from ._pdf import DEFAULT_MAX_PDF_BYTES, DEFAULT_MAX_PDF_PAGES, check_pdf, read_text
 from .errors import UsageError
 from .messages import DocumentPart, ImagePart
@@ -61,6 +67,7 @@ class Image:
             )
         try:
             info = image_info(data, max_pixels=max_pixels)
+            check_complete(info, data)
         except BadMedia as exc:
             raise UsageError(f"{name} is not a usable image: {exc}.") from None
         return ImagePart(media_type=info.media_type, data=base64.b64encode(data).decode())

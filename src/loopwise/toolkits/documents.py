@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._imaging import DEFAULT_MAX_PIXELS, BadMedia, image_info
+from .._imaging import DEFAULT_MAX_PIXELS, BadMedia, check_complete, image_info
 from .._pdf import DEFAULT_MAX_PDF_BYTES, check_pdf, read_text, render_page
 from ..errors import ModelRetry, UsageError
 from ..messages import ImagePart
@@ -116,6 +116,7 @@ class _Reader:
         data = self.load(path, self.max_image_bytes)
         try:
             info = image_info(data, max_pixels=self.max_pixels)
+            check_complete(info, data)
         except BadMedia as exc:
             raise ModelRetry(f"{shown(path)} cannot be read as an image: {exc}.") from None
         part = ImagePart(media_type=info.media_type, data=base64.b64encode(data).decode())
