@@ -109,3 +109,12 @@ def test_an_image_cut_short_after_its_header_is_refused(fmt: str, tmp_path: Path
     [read_image, _] = documents(tmp_path)
     with pytest.raises(ModelRetry, match="truncated"):
         asyncio.run(read_image.function(path="cut.img"))
+
+
+def test_a_document_over_max_pages_says_how_to_allow_it() -> None:
+    from loopwise import Document, UsageError
+    from media_files import text_pdf
+
+    with pytest.raises(UsageError, match=r"has more than max_pages=2 pages; pass a larger"):
+        Document.from_bytes(text_pdf(["a", "b", "c"]), max_pages=2)
+    assert Document.from_bytes(text_pdf(["a", "b", "c"]), max_pages=3).text

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from ._imaging import BadMedia
 
+
+class TooManyPages(BadMedia):
+    """More pages were asked for (or the whole document has more) than ``max_pages``."""
+
 __all__ = [
     "DEFAULT_MAX_PDF_BYTES",
     "DEFAULT_MAX_PDF_PAGES",
@@ -103,7 +107,7 @@ def page_numbers(spec: str | None, count: int, max_pages: int) -> list[int]:
             if len(numbers) > max_pages:
                 break
     if len(numbers) > max_pages:
-        raise BadMedia(
+        raise TooManyPages(
             f"{len(numbers)}+ pages were asked for, over the limit of {max_pages} per call; "
             "ask for fewer pages, like '1-10'"
         )

@@ -23,7 +23,13 @@ from ._imaging import (
     check_complete,
     image_info,
 )
-from ._pdf import DEFAULT_MAX_PDF_BYTES, DEFAULT_MAX_PDF_PAGES, check_pdf, read_text
+from ._pdf import (
+    DEFAULT_MAX_PDF_BYTES,
+    DEFAULT_MAX_PDF_PAGES,
+    TooManyPages,
+    check_pdf,
+    read_text,
+)
 from .errors import UsageError
 from .messages import DocumentPart, ImagePart
 
@@ -105,6 +111,10 @@ class Document:
         try:
             check_pdf(data, max_bytes=max_bytes)
             text = read_text(data, max_pages=max_pages)
+        except TooManyPages:  # a whole document: there is no page choice to narrow
+            raise UsageError(
+                f"{name} has more than max_pages={max_pages} pages; pass a larger max_pages."
+            ) from None
         except BadMedia as exc:
             raise UsageError(f"{name} is not a usable PDF: {exc}.") from None
         except ImportError as exc:
