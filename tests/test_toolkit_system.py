@@ -137,18 +137,52 @@ def test_tail_bounds_long_lines_and_total_output(logs: Path) -> None:
 def test_grep(logs: Path) -> None:
     tools = toolset(logs)
     out = run(tools["grep_log"], path="app.log", pattern=r"ERROR event \d+0$")
-    assert out.splitlines()[0].endswith(": 50 matching lines in 500 lines (17.0 KB scanned)")
-    assert "10:2024-05-01T10:00:10 ERROR event 10" in out
-    limited = run(
+    assert out.splitlines()[0].endswith(
+        ": 50 matching lines in the last 500 lines (17.0 KB read), newest last; "
+        "the file has 500 lines"
+    )
+    assert "\n10:2024-05-01T10:00:10 ERROR event 10\n" in out
+    assert out.endswith("\n500:2024-05-01T10:00:20 ERROR event 500")  # file order
+    newest = run(
         tools["grep_log"], path="app.log", pattern="error", ignore_case=True, max_matches=3
     )
+    assert newest.splitlines()[0] == (
+        f"{logs / 'app.log'}: 'error': 3 matching lines in the last 21 lines (17.0 KB read), "
+        "newest last; the file has 500 lines"
+    )
+    assert [line.split(":")[0] for line in newest.splitlines()[1:]] == ["480", "490", "500"]
+    oldest = run(
+        tools["grep_log"], path="app.log", pattern="error", ignore_case=True, max_matches=3,
+        newest=False,
+    )  # fmt: skip
     assert (
-        limited.splitlines()[0]
+        oldest.splitlines()[0]
         == f"{logs / 'app.log'}: 'error': 3 matching lines in 30 lines (1014 B scanned)"
     )
-    assert "0 matching lines" in run(tools["grep_log"], path="app.log", pattern="error")
+    assert [line.split(":")[0] for line in oldest.splitlines()[1:]] == ["10", "20", "30"]
+    for newest_first in (True, False):
+        out = run(tools["grep_log"], path="app.log", pattern="error", newest=newest_first)
+        assert "0 matching lines" in out
     with pytest.raises(ModelRetry, match="Invalid regular expression"):
         tools["grep_log"].function(path="app.log", pattern="(unclosed")
+
+
+def test_newest_matches_of_a_big_log_cost_a_few_reads(logs: Path) -> None:
+    big = logs / "big.log"
+    with big.open("w") as f:
+        for i in range(1, 2_000_001):
+            f.write(f"line {i} INFO ok\n" if i % 500_000 else f"line {i} ERROR boom\n")
+        f.write("last line without a newline ERROR tail")
+    started = time.monotonic()
+    out = run(toolset(logs)["grep_log"], path="big.log", pattern="ERROR", max_matches=2)
+    elapsed = time.monotonic() - started
+    head, *found = out.splitlines()
+    assert found == [
+        "2000000:line 2000000 ERROR boom",
+        "2000001:last line without a newline ERROR tail",
+    ]
+    assert "2 matching lines in the last 2 lines" in head and "the file has 2000001 lines" in head
+    print(f"\nnewest 2 matches of a {big.stat().st_size / 1e6:.0f} MB log: {elapsed:.2f} s")
 
 
 def test_grep_with_a_catastrophic_pattern_is_stopped(logs: Path) -> None:
@@ -157,7 +191,8 @@ def test_grep_with_a_catastrophic_pattern_is_stopped(logs: Path) -> None:
     started = time.monotonic()
     out = run(tools["grep_log"], path="evil.log", pattern=r"^(a+)+$")
     elapsed = time.monotonic() - started
-    assert "stopped at the 1 s time limit" in out and out.splitlines()[1:] == ["1:aaaa"]
+    assert "stopped at the 1 s time limit" in out and out.splitlines()[1:] == ["-1:aaaa"]
+    assert "numbered back from the end" in out
     assert elapsed < 3.0
     print(f"\ncatastrophic regex on a 41-character line: stopped after {elapsed:.2f} s")
 
@@ -166,7 +201,10 @@ def test_grep_over_a_huge_single_line_is_bounded(logs: Path) -> None:
     with (logs / "oneline.log").open("wb") as f:
         f.write(b"z" * 20_000_000 + b" needle\nneedle again\n")
     out = run(toolset(logs)["grep_log"], path="oneline.log", pattern="needle")
-    assert out.endswith(": 1 matching lines in 2 lines (19.1 MB scanned)\n2:needle again")
+    assert out.endswith(
+        ": 1 matching lines in the last 2 lines (19.1 MB read), newest last; the file has "
+        "2 lines\n2:needle again"
+    )
 
 
 @linux_only
@@ -234,7 +272,7 @@ def test_agent_corrects_bad_arguments_and_reads_logs(logs: Path) -> None:
     tail, grep = seen[3]
     assert not tail.is_error and tail.content.endswith("ERROR event 500")
     assert not grep.is_error and "2 matching lines" in grep.content
-    assert "10:2024-05-01T10:00:10 ERROR event 10" in grep.content
+    assert "500:2024-05-01T10:00:20 ERROR event 500" in grep.content  # the newest first
 
 
 def test_processes_that_vanish_mid_read_are_skipped(

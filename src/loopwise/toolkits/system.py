@@ -2,8 +2,9 @@
 
 Log tools only open regular files inside the allowed log directories, checked after symlinks
 and ``..`` are resolved. ``tail_log`` seeks from the end (a 10 GB log costs a few reads);
-``grep_log`` matches in a child process with a deadline, so a catastrophic pattern from the
-model is killed instead of hanging the agent. The rest reads ``/proc`` (Linux) and needs no
+``grep_log`` matches in a child process with a deadline (see ``_loggrep``), newest lines
+first by default, so a catastrophic pattern from the model is killed instead of hanging the
+agent. The rest reads ``/proc`` (Linux) and needs no
 third-party package.
 """
 
@@ -13,7 +14,6 @@ import fnmatch
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from ..errors import ModelRetry, UsageError
 from ..tools import Tool, tool
-from ._process import ProcessResult, minimal_env, run_process
+from ._loggrep import grep_file, human_size
 
 __all__ = ["system"]
 
@@ -33,32 +33,6 @@ _LIST_MAX_FILES = 500
 _CPU_SAMPLE_S = 0.2
 _MB = 1024 * 1024
 _MAX_TEXT = 50_000
-# Runs in a child (python -I -S): one line per match, then a summary line starting with "#".
-_GREP_CHILD = r"""
-import re, sys
-rx = re.compile(sys.argv[1], int(sys.argv[2]))
-limit, width = int(sys.argv[3]), int(sys.argv[4])
-src, out = sys.stdin.buffer, sys.stdout
-n = found = scanned = 0
-while found < limit:
-    raw = src.readline(width * 4)
-    if not raw:
-        break
-    n += 1
-    scanned += len(raw)
-    rest = raw
-    while rest and rest[-1:] != b"\n":  # skip the rest of an over-long line
-        rest = src.readline(1 << 16)
-        scanned += len(rest)
-    line = raw.decode("utf-8", "replace").rstrip("\r\n")[:width]
-    if rx.search(line):
-        found += 1
-        out.write("%d:%s\n" % (n, line))
-        out.flush()
-out.write("#%d %d %d\n" % (found, n, scanned))
-"""
-
-
 def system(*, log_dirs: Sequence[str | Path] = (), grep_timeout: float = 10.0) -> list[Tool]:
     """Read-only system tools; log tools too when ``log_dirs`` names directories to allow.
 
@@ -108,19 +82,28 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
             text = _tail(fd, size, count)
         finally:
             os.close(fd)
-        return f"{real} ({_human(size)}), last {count} lines:\n{text}"
+        return f"{real} ({human_size(size)}), last {count} lines:\n{text}"
 
-    def grep_log(path: str, pattern: str, max_matches: int = 100, ignore_case: bool = False) -> str:
+    def grep_log(
+        path: str,
+        pattern: str,
+        max_matches: int = 100,
+        ignore_case: bool = False,
+        newest: bool = True,
+    ) -> str:
         """Find the lines of a log file that match a regular expression (Python syntax).
 
-        Only the first 2000 characters of each line are searched; a search that runs too
-        long is stopped and returns what it found so far.
+        By default the newest matches: the file is searched from its end, and the last
+        max_matches matching lines are shown in file order with their line numbers. Only the
+        first 2000 characters of each line are searched; a search that runs too long is
+        stopped and returns what it found so far.
 
         Args:
             path: The log file: absolute, or relative to a log directory (see list_logs).
             pattern: A Python regular expression, searched in each line.
             max_matches: Stop after this many matching lines (1 to 1000).
             ignore_case: Match letters regardless of case.
+            newest: Search from the end (the most recent lines); false: from the start.
         """
         flags = re.IGNORECASE if ignore_case else 0
         try:
@@ -130,17 +113,12 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
         limit = min(max(max_matches, 1), MAX_MATCHES)
         real, fd = open_log(path)
         try:
-            argv = [sys.executable, "-I", "-S", "-c", _GREP_CHILD, pattern, str(int(flags))]
-            result = run_process(
-                [*argv, str(limit), str(MAX_LINE_CHARS)],
-                env=minimal_env(),
-                timeout=grep_timeout,
-                max_output_chars=_MAX_TEXT,
-                stdin=fd,
-            )
+            return grep_file(
+                real, fd, pattern, int(flags), limit=limit, width=MAX_LINE_CHARS,
+                newest=newest, timeout=grep_timeout, max_chars=_MAX_TEXT,
+            )  # fmt: skip
         finally:
             os.close(fd)
-        return _grep_report(real, pattern, result, grep_timeout)
 
     return [
         tool(list_logs),
@@ -191,7 +169,7 @@ def _list_logs(dirs: list[Path], pattern: str) -> str:
                 if not real.is_relative_to(root) or not real.is_file():
                     continue
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
-                rows.append(f"{full}\t{_human(st.st_size)}\t{when}")
+                rows.append(f"{full}\t{human_size(st.st_size)}\t{when}")
                 if len(rows) >= _LIST_MAX_FILES:
                     return "\n".join([*rows, f"... (stopped at {_LIST_MAX_FILES} files)"])
     return "\n".join(rows)
@@ -228,27 +206,6 @@ def _cut(line: str) -> str:
     if len(line) <= MAX_LINE_CHARS:
         return line
     return f"{line[:MAX_LINE_CHARS]} ... [{len(line) - MAX_LINE_CHARS} more characters]"
-
-
-def _grep_report(real: Path, pattern: str, result: ProcessResult, limit_s: float) -> str:
-    lines = result.stdout.splitlines()
-    summary = lines.pop() if lines and lines[-1].startswith("#") else ""
-    if summary:
-        found, read, scanned = summary[1:].split()
-        head = f"{found} matching lines in {read} lines ({_human(int(scanned))} scanned)"
-    elif result.timed_out:
-        head = f"stopped at the {limit_s:g} s time limit (narrow the pattern); partial results"
-    else:
-        head = f"the search failed: {result.stderr.strip()[-500:]}"
-    return "\n".join([f"{real}: {pattern!r}: {head}", *lines])
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 # ---------------------------------------------------------------------------------------
