@@ -117,3 +117,22 @@ def test_tracker_reserves_output_within_every_budget() -> None:
     t2 = BudgetTracker(budget=Budget(max_tokens=5000), max_steps=10, pricer=None)
     assert t2.check_model_call(4000, 4096) == Reservation(max_tokens=1000)
     assert t2.check_model_call(4990, 4096).reason == "budget"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_tokens": -1},
+        {"max_usd": -0.5},
+        {"max_usd": float("nan")},
+        {"max_seconds": -3},
+        {"max_tool_calls": -1},
+        {"warn_at": 0},
+        {"warn_at": 1.5},
+        {"min_output_tokens": 0},
+    ],
+)
+def test_a_budget_with_an_impossible_limit_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(UsageError, match="Budget "):
+        Budget(**bad)  # type: ignore[arg-type]
+    assert Budget(max_tokens=0, max_usd=0.0, max_seconds=0, max_tool_calls=0)  # zero is a limit

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .errors import UsageError
 from .messages import Usage
 from .models.pricing import Pricer
 
@@ -34,6 +35,23 @@ class Budget:
     max_tool_calls: int | None = None
     warn_at: float = 0.8
     min_output_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        limits = {
+            "max_usd": self.max_usd,
+            "max_tokens": self.max_tokens,
+            "max_seconds": self.max_seconds,
+            "max_tool_calls": self.max_tool_calls,
+        }
+        for name, value in limits.items():
+            if value is not None and not value >= 0:  # also refuses NaN
+                raise UsageError(f"Budget {name} must be 0 or more (or None), not {value!r}.")
+        if not 0 < self.warn_at <= 1:
+            raise UsageError(f"Budget warn_at must be in (0, 1], not {self.warn_at!r}.")
+        if self.min_output_tokens < 1:
+            raise UsageError(
+                f"Budget min_output_tokens must be at least 1, not {self.min_output_tokens}."
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import UsageError
 from ..limits import Budget
 from ..models import KNOWN_PROVIDERS
 from .records import InvalidArguments
@@ -52,6 +53,8 @@ def check_budget(budget: dict[str, Any] | None) -> dict[str, Any]:
         Budget(**budget)
     except TypeError as exc:
         raise InvalidArguments(f"Invalid budget: {exc}.") from None
+    except UsageError as exc:
+        raise InvalidArguments(str(exc)) from None
     for key, value in budget.items():
         ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
         if not ok or (value is not None and value < 0):
