@@ -124,3 +124,49 @@ def test_two_processes_write_forget_and_search_one_sqlite_file(tmp_path: Path) -
     results = [p.communicate(timeout=120) for p in procs]
     failures = [err for p, (_, err) in zip(procs, results, strict=True) if p.returncode]
     assert failures == []
+
+
+_SAME_FACT = """
+import asyncio, sys
+from loopwise.memory import HashEmbedder, Memory, Namespace
+url, start = sys.argv[1], float(sys.argv[2])
+mem = Memory(url, embedder=HashEmbedder(), summarize="deterministic")
+async def main() -> None:
+    import time
+    time.sleep(max(0.0, start - time.time()))  # all processes start storing together
+    for i in range(5):
+        await mem.remember(f"The on-call phone number is 555-{i:04d}.", namespace=Namespace("a"))
+asyncio.run(main())
+mem.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_storing_the_same_facts_at_once_merge_them(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import time
+
+    need_store_extra()
+    url = (
+        f"sqlite:///{tmp_path / 'memory.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    Memory(url, embedder=HashEmbedder()).close()  # create the schema once
+    start = str(time.time() + 1.5)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SAME_FACT, url, start], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    memory = Memory(url, embedder=HashEmbedder())
+    try:
+        stored = run(memory.list(Namespace("a"), limit=100))
+    finally:
+        memory.close()
+    # 4 processes x 5 facts, each fact stored once (merged 3 times), never twice.
+    assert sorted(r.text for r in stored) == [
+        f"The on-call phone number is 555-{i:04d}." for i in range(5)
+    ]

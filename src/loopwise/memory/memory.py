@@ -136,7 +136,7 @@ class Memory:
         return await self._call(self._store_record, record, vector)  # type: ignore[no-any-return]
 
     def _store_record(self, record: MemoryRecord, vector: builtins.list[float]) -> MemoryRecord:
-        with self._write:
+        with self._write, self.store.namespace_lock(record.namespace):
             twin = self._twin(record, vector)
             if twin is None:
                 self.store.add(record, vector)

@@ -9,8 +9,10 @@ about 100k memories per namespace. Keywords use a ``tsvector`` column with a GIN
 from __future__ import annotations
 
 import builtins
+import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import UsageError
@@ -134,6 +136,19 @@ class PostgresStore:
         import numpy as np
 
         return np.asarray(vector, dtype=np.float32).tobytes()
+
+    @contextmanager
+    def namespace_lock(self, namespace: Namespace) -> Iterator[None]:
+        """A session advisory lock keyed by the namespace, across processes and machines."""
+        digest = hashlib.sha256(("loopwise-memory:" + namespace.id).encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        with self._lock:
+            self._db().execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._db().execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     # -- writes -------------------------------------------------------------------------
 

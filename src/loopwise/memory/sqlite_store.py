@@ -117,6 +117,20 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
 
+    @contextmanager
+    def namespace_lock(self, namespace: Namespace) -> Iterator[None]:
+        """An exclusive ``flock`` on a file beside the database, across processes (one
+        file for all namespaces: writes to one SQLite file are serial anyway)."""
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # -- writes -------------------------------------------------------------------------
 
     def add(self, record: MemoryRecord, vector: Sequence[float]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,6 +88,11 @@ class MemoryStore(Protocol):
         ...
 
     def count(self, namespace: Namespace | None) -> int: ...
+
+    def namespace_lock(self, namespace: Namespace) -> AbstractContextManager[None]:
+        """Held while a near-duplicate is looked for and the memory written, so two
+        processes storing the same fact at once merge it instead of storing it twice."""
+        ...
 
     def close(self) -> None: ...
 
