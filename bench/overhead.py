@@ -2,6 +2,8 @@
 
 Both loops drive the same kind of scripted model (``ScriptedModel``, so the model's own
 cost is identical) and the same trivial async tool; the difference is the framework.
+Per-step figures are also taken with the same tool as a plain ``def`` (which loopwise runs
+off the event loop, on a worker thread; the baseline just calls it).
 
     .venv/bin/python bench/overhead.py            # full run, plain-text report
     .venv/bin/python bench/overhead.py --quick    # small sizes, a few seconds
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loopwise import Agent, tool
@@ -87,8 +89,15 @@ async def add(a: int, b: int) -> int:
     return a + b
 
 
+def add_sync(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
 ADD = tool(add)
+ADD_SYNC = tool(name="add")(add_sync)
 TOOL_FUNCTIONS: dict[str, Callable[..., Awaitable[Any]]] = {"add": add}
+SYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {"add": add_sync}
 TOOL_DEFS: list[ToolDefinition] = [ADD.definition()]
 
 
@@ -124,8 +133,14 @@ def script(steps: int) -> list[Turn]:
 # The two loops under test
 
 
-async def baseline_run(model: ScriptedModel, task: str = TASK, *, max_steps: int = 1000) -> str:
-    """A minimal hand-written ReAct loop: no validation, budgets, events or detection."""
+async def baseline_run(
+    model: ScriptedModel, task: str = TASK, *, max_steps: int = 1000, sync: bool = False
+) -> str:
+    """A minimal hand-written ReAct loop: no validation, budgets, events or detection.
+
+    ``sync``: call the plain ``def`` tool directly (on the event loop) instead of awaiting
+    the ``async def`` one.
+    """
     messages: list[Message] = [SystemMessage(content=SYSTEM), UserMessage.text(task)]
     for _ in range(max_steps):
         reply = await model.request(messages, TOOL_DEFS, SETTINGS)
@@ -135,7 +150,13 @@ async def baseline_run(model: ScriptedModel, task: str = TASK, *, max_steps: int
             return reply.text
         results = [
             ToolResultPart(
-                call_id=c.id, name=c.name, content=str(await TOOL_FUNCTIONS[c.name](**c.args))
+                call_id=c.id,
+                name=c.name,
+                content=str(
+                    SYNC_FUNCTIONS[c.name](**c.args)
+                    if sync
+                    else await TOOL_FUNCTIONS[c.name](**c.args)
+                ),
             )
             for c in calls
         ]
@@ -143,8 +164,8 @@ async def baseline_run(model: ScriptedModel, task: str = TASK, *, max_steps: int
     raise RuntimeError(f"the baseline loop did not finish in {max_steps} steps")
 
 
-def _agent(model: Model, steps: int) -> Agent[None, str]:
-    return Agent(model, tools=[ADD], system=SYSTEM, max_steps=steps)
+def _agent(model: Model, steps: int, sync: bool = False) -> Agent[None, str]:
+    return Agent(model, tools=[ADD_SYNC if sync else ADD], system=SYSTEM, max_steps=steps)
 
 
 async def loopwise_run(agent: Agent[None, str], steps: int) -> str:
@@ -178,6 +199,7 @@ class StepsResult:
     baseline_last_us: float | None
     overhead_first_us: float | None
     overhead_last_us: float | None
+    tool: str = "async"  # "async": an ``async def`` tool; "sync": a plain ``def`` one
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +216,9 @@ def _windows(stamps: list[float], window: int | None) -> tuple[float | None, flo
     return statistics.fmean(gaps[:window]), statistics.fmean(gaps[-window:])
 
 
-async def _time_loopwise(steps: int, window: int | None) -> _Timing:
+async def _time_loopwise(steps: int, window: int | None, sync: bool = False) -> _Timing:
     model = StampedModel(script(steps))
-    agent = _agent(model, steps)
+    agent = _agent(model, steps, sync)
     gc.collect()
     started = time.perf_counter()
     await loopwise_run(agent, steps)
@@ -204,11 +226,11 @@ async def _time_loopwise(steps: int, window: int | None) -> _Timing:
     return _Timing(total, *_windows(model.stamps, window))
 
 
-async def _time_baseline(steps: int, window: int | None) -> _Timing:
+async def _time_baseline(steps: int, window: int | None, sync: bool = False) -> _Timing:
     model = StampedModel(script(steps))
     gc.collect()
     started = time.perf_counter()
-    await baseline_run(model, max_steps=steps)
+    await baseline_run(model, max_steps=steps, sync=sync)
     total = time.perf_counter() - started
     return _Timing(total, *_windows(model.stamps, window))
 
@@ -222,23 +244,26 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def measure_steps(n_steps: int, repeats: int = 5) -> StepsResult:
-    """Time ``n_steps``-step runs of both loops, interleaved, after one warm-up of each."""
+def measure_steps(n_steps: int, repeats: int = 5, *, sync: bool = False) -> StepsResult:
+    """Time ``n_steps``-step runs of both loops, interleaved, after one warm-up of each.
+
+    ``sync``: with the tool as a plain ``def`` instead of an ``async def``.
+    """
     if n_steps < 2:
         raise ValueError(f"n_steps must be at least 2 (a tool call and an answer), not {n_steps}")
     window = min(20, (n_steps - 1) // 2) or None
 
     async def go() -> tuple[list[_Timing], list[_Timing]]:
-        await _time_loopwise(n_steps, window)
-        await _time_baseline(n_steps, window)
+        await _time_loopwise(n_steps, window, sync)
+        await _time_baseline(n_steps, window, sync)
         lw: list[_Timing] = []
         bl: list[_Timing] = []
         for i in range(repeats):  # alternate which goes first, so drift hits both
             if i % 2:
-                bl.append(await _time_baseline(n_steps, window))
-            lw.append(await _time_loopwise(n_steps, window))
+                bl.append(await _time_baseline(n_steps, window, sync))
+            lw.append(await _time_loopwise(n_steps, window, sync))
             if not i % 2:
-                bl.append(await _time_baseline(n_steps, window))
+                bl.append(await _time_baseline(n_steps, window, sync))
         return lw, bl
 
     lw, bl = asyncio.run(go())
@@ -259,6 +284,7 @@ def measure_steps(n_steps: int, repeats: int = 5) -> StepsResult:
         baseline_last_us=bl_last,
         overhead_first_us=_minus(lw_first, bl_first),
         overhead_last_us=_minus(lw_last, bl_last),
+        tool="sync" if sync else "async",
     )
 
 
@@ -432,12 +458,12 @@ class ReplayModel:
         return reply
 
 
-def profile_steps(n_steps: int, top: int = 25) -> str:
+def profile_steps(n_steps: int, top: int = 25, *, sync: bool = False) -> str:
     """cProfile of one loopwise run of ``n_steps`` steps on a :class:`ReplayModel`."""
 
     async def go() -> None:
-        await loopwise_run(_agent(ReplayModel(n_steps), n_steps), n_steps)  # warm-up
-        agent = _agent(ReplayModel(n_steps), n_steps)
+        await loopwise_run(_agent(ReplayModel(n_steps), n_steps, sync), n_steps)  # warm-up
+        agent = _agent(ReplayModel(n_steps), n_steps, sync)
         profiler = cProfile.Profile()
         profiler.enable()
         await loopwise_run(agent, n_steps)
@@ -460,6 +486,8 @@ class Report:
     steps: list[StepsResult]
     concurrency: ConcurrencyResult
     imports: ImportResult
+    sync_steps: list[StepsResult] = field(default_factory=list)
+    """The same per-step runs with a plain ``def`` tool (not part of the goals)."""
 
     def flat_ratio(self) -> float | None:
         """Late-window over early-window overhead per step in the longest run."""
@@ -484,6 +512,7 @@ class Report:
             "python": platform.python_version(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "steps": [asdict(s) for s in self.steps],
+            "sync_steps": [asdict(s) for s in self.sync_steps],
             "concurrency": asdict(self.concurrency),
             "import": asdict(self.imports),
             "flat_ratio": self.flat_ratio(),
@@ -500,16 +529,30 @@ def _ok(met: bool) -> str:
     return "MET" if met else "MISSED"
 
 
-def _steps_lines(report: Report) -> list[str]:
-    lines = [
-        "(a) Per step, µs (median of runs; overhead = loopwise - baseline)",
-        f"  {'steps':>6} {'loopwise':>10} {'baseline':>10} {'overhead':>10}",
-    ]
-    for s in report.steps:
+def _table(results: list[StepsResult]) -> list[str]:
+    lines = [f"  {'steps':>6} {'loopwise':>10} {'baseline':>10} {'overhead':>10}"]
+    for s in results:
         lines.append(
             f"  {s.steps:>6} {s.loopwise_us_per_step:>10.1f} {s.baseline_us_per_step:>10.1f} "
             f"{s.overhead_us_per_step:>10.1f}"
         )
+    return lines
+
+
+def _sync_lines(report: Report) -> list[str]:
+    if not report.sync_steps:
+        return []
+    return [
+        "  with a plain `def` tool (loopwise: on a worker thread; baseline: called inline):",
+        *_table(report.sync_steps),
+    ]
+
+
+def _steps_lines(report: Report) -> list[str]:
+    lines = [
+        "(a) Per step, µs (median of runs; overhead = loopwise - baseline), `async def` tool",
+        *_table(report.steps),
+    ]
     longest = max(report.steps, key=lambda s: s.steps)
     if longest.window is not None:
         w = longest.window
@@ -520,7 +563,7 @@ def _steps_lines(report: Report) -> list[str]:
             "   (the scripted model's own cost grows with the history)",
             f"    overhead {_us(longest.overhead_first_us)} -> {_us(longest.overhead_last_us)}",
         ]
-    return lines
+    return lines + _sync_lines(report)
 
 
 def _concurrency_lines(c: ConcurrencyResult) -> list[str]:
@@ -582,7 +625,7 @@ def _peer_lines() -> list[str]:
 def render(report: Report) -> str:
     header = (
         f"loopwise overhead benchmark — Python {platform.python_version()}, "
-        f"{platform.machine()}, scripted model, trivial async tool"
+        f"{platform.machine()}, scripted model, trivial tool"
     )
     sections = [
         [header],
@@ -596,15 +639,16 @@ def render(report: Report) -> str:
 
 
 def run_all(quick: bool) -> Report:
+    sizes, repeats = ((10, 60), 3) if quick else ((10, 200), 5)
+    steps = [measure_steps(n, repeats=repeats) for n in sizes]
+    sync_steps = [measure_steps(n, repeats=repeats, sync=True) for n in sizes]
     if quick:
-        steps = [measure_steps(10, repeats=3), measure_steps(60, repeats=3)]
         concurrency = measure_concurrency(50, 5, 0.05, repeats=1)
         imports = measure_import(repeats=3)
     else:
-        steps = [measure_steps(10, repeats=5), measure_steps(200, repeats=5)]
         concurrency = measure_concurrency(200, 5, 0.05, repeats=3)
         imports = measure_import(repeats=5)
-    return Report(steps, concurrency, imports)
+    return Report(steps, concurrency, imports, sync_steps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

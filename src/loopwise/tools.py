@@ -27,6 +27,7 @@ from typing import (
 
 from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
 
+from ._sync import SyncRunner, default_runner, tool_exit
 from .errors import ModelRetry, UsageError
 from .messages import ImagePart, ToolDefinition
 
@@ -147,19 +148,28 @@ class Tool:
         model = self.args_model.model_validate(dict(args))
         return {name: getattr(model, name) for name in type(model).model_fields}
 
-    async def call(self, args: dict[str, Any], ctx: ToolContext[Any] | None) -> Any:
-        """Run the function with validated ``args`` (sync functions run in a thread)."""
+    async def call(
+        self, args: dict[str, Any], ctx: ToolContext[Any] | None, runner: SyncRunner | None = None
+    ) -> Any:
+        """Run the function with validated ``args`` within ``timeout``.
+
+        A sync function runs on ``runner``'s threads (the process-wide default runner if
+        none): a call that times out is abandoned, never waited for. ``SystemExit`` and
+        ``KeyboardInterrupt`` raised by the tool come out as :class:`ToolExit`, an error.
+        """
         kwargs = dict(args)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
-        if inspect.iscoroutinefunction(self.function):
-            coro = cast(Awaitable[Any], self.function(**kwargs))
-        else:
-            coro = asyncio.to_thread(self.function, **kwargs)
-        if self.timeout is None:
-            return await coro
-        async with asyncio.timeout(self.timeout):
-            return await coro
+        if not inspect.iscoroutinefunction(self.function):
+            return await (runner or default_runner()).run(self.function, kwargs, self.timeout)
+        coro = cast(Awaitable[Any], self.function(**kwargs))
+        try:
+            if self.timeout is None:
+                return await coro
+            async with asyncio.timeout(self.timeout):
+                return await coro
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise tool_exit(exc) from exc
 
 
 @overload
