@@ -45,14 +45,7 @@ class OutputSpec(Generic[T]):
         self._wrapped = False
         self.tool: ToolDefinition | None = None
         if not self.is_text:
-            schema = self._adapter.json_schema()
-            if schema.get("type") != "object":
-                self._wrapped = True
-                schema = {
-                    "type": "object",
-                    "properties": {"result": schema},
-                    "required": ["result"],
-                }
+            schema, self._wrapped = _tool_parameters(self._adapter.json_schema())
             description = schema.pop("description", None) or ""
             schema.pop("title", None)
             self.tool = ToolDefinition(
@@ -103,3 +96,29 @@ class OutputSpec(Generic[T]):
     def to_jsonable(self, value: Any) -> Any:
         """The answer as plain JSON data (for events and the ``--json`` output)."""
         return self._adapter.dump_python(value, mode="json")
+
+
+def _tool_parameters(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A self-contained object schema for the tool (``$defs`` at its root, where the refs
+    point), and whether the answer is wrapped under ``result`` (lists, unions, dicts, scalars)."""
+    defs = schema.pop("$defs", None)
+    target = _root_target(schema, defs)
+    if target is not None:
+        schema = {**target}
+    wrapped = schema.get("type") != "object" or "properties" not in schema
+    if wrapped:
+        schema = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
+    if defs:
+        schema["$defs"] = defs
+    return schema, wrapped
+
+
+def _root_target(schema: dict[str, Any], defs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object model a bare root ``{"$ref": "#/$defs/Name"}`` points at, if it is one."""
+    ref = schema.get("$ref")
+    if not defs or not isinstance(ref, str) or len(schema) != 1:
+        return None
+    target = defs.get(ref.removeprefix("#/$defs/")) if ref.startswith("#/$defs/") else None
+    if isinstance(target, dict) and target.get("type") == "object" and "properties" in target:
+        return target
+    return None
