@@ -6,6 +6,10 @@ always names a real tool and has arguments of its declared shape). The tools and
 format are described in the system prompt; the history is replayed as plain chat turns in
 which earlier calls appear as the JSON the model wrote. Used by the embedded ``local``
 model and by :class:`~loopwise.models.openai.OpenAIModel` in ``json`` tool mode.
+
+:func:`decoding_schema` is the stricter form the embedded model decodes under: argument
+objects explicitly closed to undeclared keys and strings bounded, so a small model can
+neither add keys of any type nor stream a string forever.
 """
 
 from __future__ import annotations
@@ -30,12 +34,27 @@ from ..messages import (
 )
 from ._vision import document_text, stand_in_for
 
-__all__ = ["chat_messages", "parse_turn", "turn_schema"]
+__all__ = [
+    "MAX_DECODED_STRING",
+    "chat_messages",
+    "closed_schema",
+    "decoding_schema",
+    "parse_turn",
+    "turn_schema",
+]
 
 # Small models tend to repeat a call whose result they already have: say what comes next.
 _AFTER_RESULT = 'If this answers the question, reply {"answer": "..."} now.'
 
 WireMessage = dict[str, Any]
+
+# Decoding only: a string argument without maxLength gets this many characters at most.
+MAX_DECODED_STRING = 2000
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems", "items"})
+_SCHEMA_ONE = frozenset(
+    {"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames"}
+)
 
 
 def turn_schema(tools: Sequence[ToolDefinition], *, answer: bool) -> dict[str, Any]:
@@ -64,6 +83,56 @@ def turn_schema(tools: Sequence[ToolDefinition], *, answer: bool) -> dict[str, A
     if defs:
         schema["$defs"] = defs
     return schema
+
+
+def decoding_schema(
+    tools: Sequence[ToolDefinition], *, answer: bool, max_string: int = MAX_DECODED_STRING
+) -> dict[str, Any]:
+    """:func:`turn_schema` with each tool's arguments passed through :func:`closed_schema`."""
+    closed = [
+        ToolDefinition(
+            name=t.name,
+            description=t.description,
+            parameters=closed_schema(t.parameters, max_string),
+        )
+        for t in tools
+    ]
+    return turn_schema(closed, answer=answer)
+
+
+def closed_schema(schema: dict[str, Any], max_string: int = MAX_DECODED_STRING) -> dict[str, Any]:
+    """A copy for decoding: objects with properties closed unless they say otherwise, strings
+    without maxLength capped, ``pattern`` left to validation, ``definitions`` as ``$defs``."""
+    # llama-cpp-python's regex translation refuses unanchored patterns (the JSON Schema norm)
+    # and mistranslates escapes like \d, so patterns are checked by the tool, not the grammar.
+    closed: dict[str, Any] = _closed(schema, max_string)
+    if "definitions" in closed:  # draft-07 style: where turn_schema hoists them, as $defs
+        closed["$defs"] = {**closed.pop("definitions"), **closed.get("$defs", {})}
+    return closed
+
+
+def _closed(node: Any, cap: int) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = {k: _closed_member(k, v, cap) for k, v in node.items() if k != "pattern"}
+    if "properties" in out and not {"additionalProperties", "patternProperties"} & out.keys():
+        out["additionalProperties"] = False
+    if out.get("type") == "string" and not {"maxLength", "enum", "const"} & out.keys():
+        out["maxLength"] = max(cap, out.get("minLength", 0))
+    return out
+
+
+def _closed_member(key: str, value: Any, cap: int) -> Any:
+    """A keyword's value with the subschemas in it closed; data (enum, default...) as is."""
+    if key in _SCHEMA_MAPS and isinstance(value, dict):
+        return {name: _closed(sub, cap) for name, sub in value.items()}
+    if key in _SCHEMA_LISTS and isinstance(value, list):
+        return [_closed(sub, cap) for sub in value]
+    if key in _SCHEMA_ONE:
+        return _closed(value, cap)
+    if key == "$ref" and isinstance(value, str) and value.startswith("#/definitions/"):
+        return "#/$defs/" + value.removeprefix("#/definitions/")
+    return value
 
 
 def _tools_prompt(tools: Sequence[ToolDefinition]) -> str:

