@@ -2,10 +2,13 @@
 # Prints the CMAKE_ARGS to build llama-cpp-python (the `local` extra) safely on this CPU, or
 # nothing when llama.cpp's default build (-march=native) is safe.
 #
-# Why: on some VMs the CPU reports AMX to the compiler (cpuid) while the kernel has not
-# enabled it (no `amx_tile` in /proc/cpuinfo). A -march=native build then uses AMX and the
-# process dies at the first token. In that case the build is made portable
-# (GGML_NATIVE=OFF) with exactly the instruction sets the kernel reports.
+# Why: a -march=native build uses llama.cpp's AMX kernels whenever the compiler sees AMX,
+# and on the VMs here they killed the process at the first token (SIGSEGV at `ldtilecfg` in
+# ggml_backend_amx_mul_mat) twice: once where the kernel had not enabled AMX (no `amx_tile`
+# in /proc/cpuinfo), and once where it had (a plain C probe of ldtilecfg ran fine there).
+# So whenever the compiler would use AMX, or sees an instruction set the kernel does not
+# report, the build is made portable (GGML_NATIVE=OFF) with the instruction sets the kernel
+# reports and AMX off. AMX only speeds up int8/bf16 matrix products of large models.
 # Usage: CMAKE_ARGS="$(bash scripts/llama_cmake_args.sh)" pip install 'loopwise[local]'
 set -euo pipefail
 [ -r /proc/cpuinfo ] || exit 0
@@ -16,9 +19,11 @@ enabled() { grep -Eq -- "^[[:space:]]*$1[[:space:]]+\[enabled\]" <<<"$native"; }
 has() { [[ "$flags" == *" $1 "* ]]; }
 
 mismatch=0
-for pair in "-mamx-tile:amx_tile" "-mamx-int8:amx_int8" "-mamx-bf16:amx_bf16" \
-            "-mavx512f:avx512f" "-mavx2:avx2"; do
+for pair in "-mavx512f:avx512f" "-mavx2:avx2"; do
   if enabled "${pair%%:*}" && ! has "${pair##*:}"; then mismatch=1; fi
+done
+for amx in -mamx-tile -mamx-int8 -mamx-bf16; do
+  if enabled "$amx"; then mismatch=1; fi
 done
 [ "$mismatch" = 1 ] || exit 0
 
@@ -27,5 +32,5 @@ echo -n "-DGGML_NATIVE=OFF"
 on GGML_AVX avx; on GGML_AVX2 avx2; on GGML_FMA fma; on GGML_F16C f16c
 on GGML_AVX512 avx512f; on GGML_AVX512_VBMI avx512vbmi; on GGML_AVX512_VNNI avx512_vnni
 on GGML_AVX512_BF16 avx512_bf16
-on GGML_AMX_TILE amx_tile; on GGML_AMX_INT8 amx_int8; on GGML_AMX_BF16 amx_bf16
+echo -n " -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 echo

@@ -85,7 +85,7 @@ def test_decisions_must_match_pending_calls() -> None:
     paused = agent.run_sync("go")
     with pytest.raises(UsageError, match="No pending call"):
         asyncio.run(agent.resume(paused, {"other-id": True}))
-    with pytest.raises(UsageError, match="missing"):
+    with pytest.raises(UsageError, match="no decision"):
         asyncio.run(agent.resume(paused, {}))
 
 

@@ -58,6 +58,7 @@ def test_every_example_is_tested(path: Path) -> None:
         "read_pdf.py",
         "memory_agent.py",
         "team_review.py",
+        "capability_policy.py",
     }
     assert path.name in tested, f"add a test for examples/{path.name}"
 

@@ -6,6 +6,7 @@ sub-package (``loopwise.models``, ``loopwise.models.testing``, ``loopwise.events
 
 from .agent import DEFAULT_SYSTEM_PROMPT, Agent, AgentStream
 from .approval import ApprovalRequest, Approve, Reject
+from .capabilities import Allow, Ask, Capability, Deny, ModelRequest, Rewrite, ToolCall
 from .context import ContextPolicy
 from .errors import LoopwiseError, ModelError, ModelRetry, UsageError
 from .limits import Budget
@@ -28,6 +29,8 @@ from .models import ModelSettings
 from .models.pricing import ModelPrice
 from .repetition import LoopPolicy
 from .result import RunResult
+from .run import RunContext
+from .state import PendingCall, RunState
 from .tools import Tool, ToolContext, tool
 
 __version__ = "0.1.0"
@@ -36,11 +39,15 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "Agent",
     "AgentStream",
+    "Allow",
     "ApprovalRequest",
     "Approve",
+    "Ask",
     "AssistantMessage",
     "Budget",
+    "Capability",
     "ContextPolicy",
+    "Deny",
     "Document",
     "DocumentPart",
     "Image",
@@ -50,13 +57,19 @@ __all__ = [
     "Message",
     "ModelError",
     "ModelPrice",
+    "ModelRequest",
     "ModelRetry",
     "ModelSettings",
+    "PendingCall",
     "Reject",
+    "Rewrite",
+    "RunContext",
     "RunResult",
+    "RunState",
     "SystemMessage",
     "TextPart",
     "Tool",
+    "ToolCall",
     "ToolCallPart",
     "ToolContext",
     "ToolResultPart",

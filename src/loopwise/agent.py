@@ -5,28 +5,27 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Generic
+from typing import Any, Generic, Protocol
 
 from typing_extensions import TypeVar
 
 from .approval import ApprovalCallback, Approve, Decision, Reject
-from .context import ContextPolicy, History
+from .capabilities import Capability
+from .context import ContextPolicy
 from .errors import UsageError
-from .events import Event, RunStarted
+from .events import Event
 from .limits import Budget, BudgetTracker
-from .loop import RunConfig, RunState, run_steps
+from .loop import run_loop
 from .messages import Message, SystemMessage, TextPart, UserMessage, UserPart
 from .models import Model, ModelSettings, default_model, infer_model
 from .models.pricing import ModelPrice, pricer_for
 from .output import OutputSpec
-from .repetition import LoopDetector, LoopPolicy
+from .repetition import LoopPolicy
 from .result import RunResult
+from .run import ApprovalCallbackCapability, RunContext
 from .scope import RunScope
+from .state import RunState
 from .tools import Tool, tool
-
-if TYPE_CHECKING:
-    from .memory import Memory
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "Agent", "AgentStream"]
 
@@ -45,6 +44,12 @@ When the task is done, stop calling tools and give a clear, complete final answe
 Input = str | Sequence[str | UserPart]
 
 
+class MemoryLike(Protocol):
+    """What ``memory=`` takes (a :class:`loopwise.memory.Memory`): it gives a capability."""
+
+    def capability(self) -> Capability: ...
+
+
 class Agent(Generic[DepsT, OutputT]):
     """An LLM agent: it reasons, calls tools, observes, and repeats until it can answer.
 
@@ -52,8 +57,10 @@ class Agent(Generic[DepsT, OutputT]):
     ``None`` it is chosen at run time (``LOOPWISE_MODEL``, then a provider whose API key is
     set). ``budget`` limits USD, tokens, seconds and tool calls; ``max_steps`` limits model
     calls. ``output_type`` other than ``str`` asks the model for a validated structured
-    answer. ``approve`` decides calls to tools made with ``requires_approval=True``;
-    without it such a call pauses the run as ``input_required``. ``memory`` (a
+    answer. ``approve`` decides calls that need approval (a tool's ``requires_approval``
+    or a capability's ``Ask``); without it such a call pauses the run as
+    ``input_required``. ``capabilities`` extend every run (:mod:`loopwise.capabilities`);
+    a capability given in ``tools`` (a toolset) is added to them. ``memory`` (a
     :class:`~loopwise.memory.Memory`) recalls relevant memories at the start of a run and
     stores one when it ends.
     """
@@ -76,7 +83,8 @@ class Agent(Generic[DepsT, OutputT]):
         loop_policy: LoopPolicy | None = None,
         context_policy: ContextPolicy | None = None,
         deps_type: type[DepsT] | None = None,
-        memory: Memory | None = None,
+        memory: MemoryLike | None = None,
+        capabilities: Sequence[Capability] = (),
     ):
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}.")
@@ -84,7 +92,11 @@ class Agent(Generic[DepsT, OutputT]):
             _check_model_string(model)
         self.model = model
         self.tools: dict[str, Tool] = {}
+        self.capabilities: list[Capability] = list(capabilities)
         for t in tools:
+            if isinstance(t, Capability):
+                self.capabilities.append(t)
+                continue
             t = t if isinstance(t, Tool) else tool(t)
             if t.name in self.tools:
                 raise UsageError(f"Two tools are named {t.name!r}; tool names must be unique.")
@@ -105,13 +117,16 @@ class Agent(Generic[DepsT, OutputT]):
         self._output = OutputSpec(output_type)
         self._resolved: Model | None = None
         self.memory = memory
+        if memory is not None:
+            self.capabilities.append(memory.capability())
 
     # -- running ---------------------------------------------------------------------
 
     async def run(
         self,
-        input: Input,
+        input: Input | RunState | None = None,
         *,
+        state: RunState | None = None,
         deps: DepsT = None,  # type: ignore[assignment]
         messages: Sequence[Message] | None = None,
         model: str | Model | None = None,
@@ -121,15 +136,20 @@ class Agent(Generic[DepsT, OutputT]):
         metadata: Mapping[str, Any] | None = None,
         parent: RunScope | None = None,
     ) -> RunResult[OutputT]:
-        """Run the agent on ``input`` to the end and return the result.
+        """Run the agent to the end and return the result.
 
-        ``messages`` continues an earlier conversation; ``cancel`` (an ``asyncio.Event``)
-        ends the run as ``cancelled`` when set; ``model`` and ``budget`` override the
-        agent's for this run. ``parent`` makes it a child run that spends from the
-        parent's budget (see :mod:`loopwise.agents`).
+        ``input`` is the task (text, or text and images/documents). ``state`` (or a
+        :class:`~loopwise.state.RunState` as ``input``) continues that run: its pending
+        calls run with the decisions given (``state.approve`` / ``state.reject``), its
+        budgets and counters carry on, and new ``input`` is added after them (a call left
+        undecided is then not run). ``messages`` starts a new run on an earlier
+        conversation. ``cancel`` (an ``asyncio.Event``) ends the run as ``cancelled`` when
+        set; ``model`` and ``budget`` override the agent's for this run; ``parent`` makes
+        it a child run that spends from the parent's budget (see :mod:`loopwise.agents`).
         """
         stream = self.stream(
             input,
+            state=state,
             deps=deps,
             messages=messages,
             model=model,
@@ -144,18 +164,22 @@ class Agent(Generic[DepsT, OutputT]):
             pass
         return stream.result
 
-    def run_sync(self, input: Input, **kwargs: Any) -> RunResult[OutputT]:
+    def run_sync(self, input: Input | RunState | None = None, **kwargs: Any) -> RunResult[OutputT]:
         """:meth:`run` for code that is not async (it starts and ends an event loop)."""
         try:
             asyncio.get_running_loop()
+            running = True
         except RuntimeError:
-            return asyncio.run(self.run(input, **kwargs))
-        raise UsageError("run_sync() was called inside a running event loop; use await run().")
+            running = False
+        if running:
+            raise UsageError("run_sync() was called inside a running event loop; use await run().")
+        return asyncio.run(self.run(input, **kwargs))
 
     def stream(
         self,
-        input: Input,
+        input: Input | RunState | None = None,
         *,
+        state: RunState | None = None,
         deps: DepsT = None,  # type: ignore[assignment]
         messages: Sequence[Message] | None = None,
         model: str | Model | None = None,
@@ -167,17 +191,31 @@ class Agent(Generic[DepsT, OutputT]):
         parent: RunScope | None = None,
     ) -> AgentStream[OutputT]:
         """Run the agent, yielding its events as they happen; ``.result`` at the end."""
-        history = self._history(input, messages)
+        if isinstance(input, RunState):
+            if state is not None:
+                raise UsageError("Give the run state once: as input or as state=, not both.")
+            input, state = None, input
+        new_input = _user_message(input)
+        if state is not None:
+            if messages is not None:
+                raise UsageError("Give state= or messages=, not both: the state holds them.")
+            state = _continued(state, new_input)
+            if metadata is not None:
+                state.metadata = dict(metadata)
+        else:
+            if new_input is None:
+                raise UsageError("The input is empty; give the agent a task.")
+            state = RunState.start(run_id or f"run_{uuid.uuid4().hex}", self._opening(messages))
+            state.metadata = dict(metadata or {})
         return self._start(
-            history,
+            state,
+            new_input,
             deps=deps,
             model=model,
             budget=budget,
             cancel=cancel,
-            run_id=run_id,
-            metadata=metadata,
             text_deltas=text_deltas,
-            input_text=_input_text(input),
+            input_text=_input_text(input) if input is not None else "(resumed)",
             parent=parent,
         )
 
@@ -185,7 +223,7 @@ class Agent(Generic[DepsT, OutputT]):
         self, name: str | None = None, description: str | None = None, **options: Any
     ) -> Tool:
         """This agent as a tool of another agent (:func:`loopwise.agents.agent_tool`)."""
-        from .agents.as_tool import agent_tool
+        from .agent_tool import agent_tool
 
         return agent_tool(self, name=name, description=description, **options)
 
@@ -198,11 +236,9 @@ class Agent(Generic[DepsT, OutputT]):
         cancel: asyncio.Event | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> RunResult[OutputT]:
-        """Continue a run that stopped as ``input_required`` with a decision for each call.
-
-        ``decisions`` maps each pending call id to ``Approve()`` / ``Reject(reason)`` (or
-        ``True``/``False``). Usage, cost and steps carry on from ``result``.
-        """
+        """Continue a run that stopped as ``input_required`` with a decision for each call
+        (``Approve()`` / ``Reject(reason)``, or ``True``/``False``); the same as deciding
+        on ``result.state`` and calling :meth:`run` with it."""
         stream = self.resume_stream(
             result, decisions, deps=deps, cancel=cancel, text_deltas=False, metadata=metadata
         )
@@ -221,37 +257,25 @@ class Agent(Generic[DepsT, OutputT]):
         metadata: Mapping[str, Any] | None = None,
     ) -> AgentStream[OutputT]:
         """:meth:`resume`, yielding events (``metadata`` is what tools see, as in ``run``)."""
-        if result.status != "input_required":
+        if result.status != "input_required" or result.state is None:
             raise UsageError(
                 f"Only an input_required run can be resumed; this one is {result.status}."
             )
-        pending = {p.call_id for p in result.pending_approvals}
+        state = result.state.copy()
+        pending = {p.call_id for p in state.pending}
         unknown = set(decisions) - pending
         if unknown:
             raise UsageError(
                 f"No pending call has the id(s) {sorted(unknown)}; pending: {sorted(pending)}."
             )
-        missing = pending - set(decisions)
-        if missing:
-            raise UsageError(
-                f"A decision is needed for every pending call; missing: {sorted(missing)}."
-            )
-        chosen: dict[str, Decision] = {
-            k: v if isinstance(v, Approve | Reject) else (Approve() if v else Reject())
-            for k, v in decisions.items()
-        }
-        return self._start(
-            History.of(result.messages),
-            deps=deps,
-            model=None,
-            budget=None,
-            cancel=cancel,
-            run_id=result.run_id,
-            metadata=metadata,
-            text_deltas=text_deltas,
-            input_text="(resumed)",
-            decisions=chosen,
-            prior=result,
+        for call_id, d in decisions.items():
+            d = d if isinstance(d, Approve | Reject) else (Approve() if d else Reject())
+            if isinstance(d, Approve):
+                state.approve(call_id, d.arguments)
+            else:
+                state.reject(call_id, d.reason)
+        return self.stream(
+            state, deps=deps, cancel=cancel, text_deltas=text_deltas, metadata=metadata
         )
 
     # -- internals -------------------------------------------------------------------
@@ -263,36 +287,39 @@ class Agent(Generic[DepsT, OutputT]):
             self._resolved = infer_model(self.model if self.model is not None else default_model())
         return self._resolved
 
-    def _history(self, input: Input, messages: Sequence[Message] | None) -> History:
-        history = History.of(messages or ())
-        if not any(isinstance(m, SystemMessage) for m in history.messages):
-            history.messages.insert(0, SystemMessage(content=self.system or DEFAULT_SYSTEM_PROMPT))
-            history = History.of(history.messages)
-        parts: tuple[UserPart, ...]
-        if isinstance(input, str):
-            parts = (TextPart(text=input),)
-        else:
-            parts = tuple(TextPart(text=p) if isinstance(p, str) else p for p in input)
-        if not parts:
-            raise UsageError("The input is empty; give the agent a task.")
-        history.append(UserMessage(parts=parts))
-        return history
+    def _opening(self, messages: Sequence[Message] | None) -> list[Message]:
+        """The messages a new run starts from: an earlier conversation, with a system prompt."""
+        opening = list(messages or ())
+        if not any(isinstance(m, SystemMessage) for m in opening):
+            opening.insert(0, SystemMessage(content=self.system or DEFAULT_SYSTEM_PROMPT))
+        return opening
+
+    def _capabilities(self, run_id: str, parent: RunScope | None) -> tuple[Capability, ...]:
+        """This agent's capabilities, then what the parent run hands down to a child."""
+        caps = list(self.capabilities)
+        if self.approve is not None:
+            caps.append(ApprovalCallbackCapability(self.approve))
+        if parent is not None:
+            for cap in parent.capabilities:
+                inherited = cap.for_child(run_id)
+                if inherited is not None and inherited not in caps:
+                    caps.append(inherited)
+            if parent.approve is not None:
+                caps.append(ApprovalCallbackCapability(parent.approve))
+        return tuple(caps)
 
     def _start(
         self,
-        history: History,
+        state: RunState,
+        new_input: UserMessage | None,
         *,
         deps: Any,
         model: str | Model | None,
         budget: Budget | None,
         cancel: asyncio.Event | None,
-        run_id: str | None,
-        metadata: Mapping[str, Any] | None,
         text_deltas: bool,
         input_text: str,
-        decisions: dict[str, Decision] | None = None,
-        prior: RunResult[Any] | None = None,
-        parent: RunScope | None = None,
+        parent: RunScope | None,
     ) -> AgentStream[OutputT]:
         resolved = self._model(model)
         budget = budget or self.budget
@@ -302,76 +329,57 @@ class Agent(Generic[DepsT, OutputT]):
             budget=budget,
             max_steps=self.max_steps,
             pricer=pricer,
+            spend=state.spend,
             parent=parent.tracker if parent is not None else None,
         )
-        if prior is not None:
-            tracker = replace(
-                tracker,
-                usage=prior.usage,
-                cost_usd=prior.cost_usd,
-                steps=prior.steps,
-                tool_calls=prior.tool_calls,
-            )
-        cfg = RunConfig(
-            run_id=run_id or f"run_{uuid.uuid4().hex}",
-            agent_name=self.name,
+        state.agent = self.name
+        state.model = f"{resolved.provider}:{resolved.model_name}"
+        if parent is not None:
+            state.parent_run_id, state.depth = parent.run_id, parent.depth + 1
+        run = RunContext(
+            state=state,
+            tracker=tracker,
             model=resolved,
-            tools=self.tools,
+            tools=dict(self.tools),
             output=self._output,
             settings=self.settings,
             context_window=self.context_window or resolved.context_window,
             context_policy=self.context_policy,
-            approve=self.approve or (parent.approve if parent is not None else None),
+            loop_policy=self.loop_policy,
             deps=deps,
             output_retries=self.output_retries,
+            capabilities=self._capabilities(state.run_id, parent),
             cancel=cancel,
             stream_text=text_deltas,
-            metadata=metadata or {},
             parent=parent,
+            input_text=input_text,
         )
-        state = RunState(
-            history=history,
-            tracker=tracker,
-            detector=LoopDetector(self.loop_policy),
-            decisions=decisions or {},
-        )
-        return AgentStream(cfg, state, input_text, memory=self.memory)
+        return AgentStream(run, new_input)
 
 
 class AgentStream(Generic[OutputT]):
     """The events of a run, as an async iterator; ``result`` once iteration has ended."""
 
-    def __init__(
-        self, cfg: RunConfig, state: RunState, input_text: str, memory: Memory | None = None
-    ):
-        self._cfg = cfg
-        self._memory = memory
-        self._state = state
-        self._input = input_text
-        self.run_id = cfg.run_id
+    def __init__(self, run: RunContext, new_input: UserMessage | None):
+        self._run = run
+        self._input = new_input
+        self.run_id = run.run_id
+
+    @property
+    def state(self) -> RunState:
+        """The run's state, as it is now (final once iteration has ended)."""
+        return self._run.state
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        cfg = self._cfg
-        yield RunStarted(
-            run_id=cfg.run_id,
-            step=self._state.tracker.steps,
-            agent=cfg.agent_name,
-            model=f"{cfg.model.provider}:{cfg.model.model_name}",
-            input=self._input,
-            parent_run_id=cfg.parent_run_id,
-            depth=cfg.depth,
-        )
-        try:
-            async for event in _steps(cfg, self._state, self._memory):
-                yield event
-        finally:
-            self._state.tracker.release()  # a child's call cut short holds nothing
+        async for event in run_loop(self._run, self._input):
+            yield event
 
     @property
     def result(self) -> RunResult[OutputT]:
-        if self._state.result is None:
+        state = self._run.state
+        if state.status in ("queued", "in_progress"):
             raise UsageError("The run has not finished: iterate over the stream to the end.")
-        return self._state.result
+        return RunResult.of(state, self._run.answer)
 
 
 def _check_model_string(model: str) -> None:
@@ -395,13 +403,31 @@ def _limits_usd(parent: RunScope | None) -> bool:
     return False
 
 
-def _steps(cfg: RunConfig, state: RunState, memory: Memory | None) -> AsyncIterator[Event]:
-    """The loop, wrapped in recall and record when the agent has long-term memory."""
-    if memory is None:
-        return run_steps(cfg, state)
-    from .memory.hook import run_with_memory
+def _user_message(input: Input | None) -> UserMessage | None:
+    if input is None:
+        return None
+    parts: tuple[UserPart, ...]
+    if isinstance(input, str):
+        parts = (TextPart(text=input),) if input else ()
+    else:
+        parts = tuple(TextPart(text=p) if isinstance(p, str) else p for p in input)
+    if not parts:
+        raise UsageError("The input is empty; give the agent a task.")
+    return UserMessage(parts=parts)
 
-    return run_with_memory(memory, cfg, state)
+
+def _continued(state: RunState, new_input: UserMessage | None) -> RunState:
+    """A copy of ``state`` to continue (the given state is left as it was)."""
+    if new_input is None:
+        if state.undecided:
+            ids = ", ".join(p.call_id for p in state.undecided)
+            raise UsageError(
+                f"Pending calls have no decision: {ids}. Call state.approve(call_id) or "
+                "state.reject(call_id, reason) for each, or give new input."
+            )
+        if state.status == "completed":
+            raise UsageError("This run is completed; give new input to continue it.")
+    return state.copy()
 
 
 def _input_text(input: Input) -> str:

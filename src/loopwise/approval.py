@@ -2,8 +2,9 @@
 
 A tool made with ``requires_approval=True`` runs only after a decision for that exact call
 id. The decision comes from the agent's ``approve=`` callback, or, without one, the run
-stops as ``input_required`` with the call pending, and is resumed later with decisions
-(``agent.resume(result, {call_id: Approve()})``).
+stops as ``input_required`` with the call pending in ``result.state``; decide with
+``state.approve(call_id)`` / ``state.reject(call_id, reason)`` and continue with
+``agent.run(state)``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRequest:
-    """A call waiting for a decision: the run, the call id, the tool and its arguments."""
+    """A call waiting for a decision: the run, the call id, the tool, its arguments, and
+    why it waits (the tool's rule, a capability's reason, an interrupted call)."""
 
     run_id: str
     call_id: str
     tool_name: str
     args: dict[str, Any]
+    reason: str = "requires_approval"
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,9 @@ class ToolCalled(_Event):
     call_id: str
     name: str
     args: dict[str, Any]
+    """The arguments the call runs with."""
+    original_args: dict[str, Any] | None = None
+    """The model's arguments, when an approver or a capability changed them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +133,7 @@ class ApprovalRequested(_Event):
     call_id: str
     name: str
     args: dict[str, Any]
+    reason: str = "requires_approval"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,34 +1,28 @@
-"""Running one turn's tool calls: resolve, validate, ask for approval, run concurrently.
+"""Running one turn's tool calls: resolve and validate each, then run the allowed ones
+concurrently.
 
 Every call ends in a :class:`~loopwise.messages.ToolResultPart` (or waits for approval);
-nothing a model sends raises to the user. Results keep the order of the calls.
+nothing a model sends raises to the user. Results keep the order of the calls. Deciding
+calls (approvals, capabilities) is in :mod:`loopwise.loop_tools`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import ValidationError
 
-from .approval import (
-    ApprovalCallback,
-    ApprovalNeeded,
-    ApprovalRequest,
-    Approve,
-    Decision,
-    Reject,
-    as_decision,
-)
+from ._sync import SyncRunner
+from .approval import ApprovalNeeded
 from .messages import ToolCallPart, ToolResultPart
 from .scope import RunScope
 from .tools import Tool, ToolContext, render_exception, render_output, render_validation_error
 
-__all__ = ["Batch", "CallOutcome", "prepare", "run_prepared"]
+__all__ = ["Batch", "CallOutcome", "error_result", "resolve", "run_prepared"]
 
 
 @dataclass(slots=True)
@@ -42,6 +36,9 @@ class CallOutcome:
     pending: bool = False
     approved: bool = False
     duration: float = 0.0
+    started: bool = False
+    edited: dict[str, Any] | None = None
+    """Arguments an approver or a capability gave instead of the model's."""
 
 
 @dataclass(slots=True)
@@ -57,18 +54,18 @@ class Batch:
         return [o.result for o in self.outcomes if o.result is not None]
 
 
-def _error(call: ToolCallPart, content: str) -> ToolResultPart:
+def error_result(call: ToolCallPart, content: str) -> ToolResultPart:
     return ToolResultPart(call_id=call.id, name=call.name, content=content, is_error=True)
 
 
-def _resolve(call: ToolCallPart, tools: Mapping[str, Tool]) -> CallOutcome:
+def resolve(call: ToolCallPart, tools: Mapping[str, Tool]) -> CallOutcome:
     """Find the tool and validate the arguments; problems become error results."""
     found = tools.get(call.name)
     if found is None:
         names = ", ".join(sorted(tools)) or "(none)"
         return CallOutcome(
             call,
-            result=_error(
+            result=error_result(
                 call,
                 f"ERROR: there is no tool named {call.name!r}. Available tools: {names}.",
             ),
@@ -76,7 +73,7 @@ def _resolve(call: ToolCallPart, tools: Mapping[str, Tool]) -> CallOutcome:
     if call.raw_args is not None:
         return CallOutcome(
             call,
-            result=_error(
+            result=error_result(
                 call,
                 f"ERROR: the arguments for tool {call.name!r} are not a valid JSON object: "
                 f"{call.raw_args[:500]!r}. Send the arguments as one JSON object.",
@@ -85,66 +82,16 @@ def _resolve(call: ToolCallPart, tools: Mapping[str, Tool]) -> CallOutcome:
     try:
         args = found.validate(call.args)
     except ValidationError as exc:
-        return CallOutcome(call, result=_error(call, render_validation_error(found, exc)))
+        return CallOutcome(call, result=error_result(call, render_validation_error(found, exc)))
     return CallOutcome(call, tool=found, args=args)
 
 
-async def prepare(
-    calls: Sequence[ToolCallPart],
-    tools: Mapping[str, Tool],
-    *,
-    run_id: str,
-    decisions: Mapping[str, Decision],
-    approve: ApprovalCallback | None,
-) -> Batch:
-    """Resolve every call and settle approvals (from ``decisions``, else the callback).
-
-    A decision given for a call is applied even when its tool does not need approval for
-    these arguments: the call was paused by the tool itself (``ApprovalNeeded``).
-    """
-    outcomes = [_resolve(c, tools) for c in calls]
-    for o in outcomes:
-        decision = decisions.get(o.call.id)
-        if o.tool is None or (decision is None and not o.tool.needs_approval(o.args)):
-            continue
-        if decision is None and approve is not None:
-            request = ApprovalRequest(run_id, o.call.id, o.call.name, dict(o.call.args))
-            answer = approve(request)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            decision = as_decision(answer)
-        if decision is None:
-            o.pending = True
-        else:
-            _apply(o, decision)
-    return Batch(outcomes)
-
-
-def _apply(o: CallOutcome, decision: Decision) -> None:
-    assert o.tool is not None
-    o.approved = isinstance(decision, Approve)
-    if isinstance(decision, Reject):
-        o.result = _error(
-            o.call,
-            f"ERROR: the call to {o.call.name!r} was rejected by the user: {decision.reason}. "
-            "Do not retry it unchanged; find another way or explain in your answer.",
-        )
-    elif isinstance(decision, Approve) and decision.arguments is not None:
-        try:
-            o.args = o.tool.validate(decision.arguments)
-        except ValidationError as exc:
-            o.result = _error(
-                o.call,
-                "ERROR: the approver changed the arguments, and the new ones are invalid. "
-                + render_validation_error(o.tool, exc),
-            )
-
-
-async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None) -> None:
+async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None, runner: SyncRunner) -> None:
     assert o.tool is not None
     started = time.perf_counter()
+    o.started = True
     try:
-        value = await o.tool.call(o.args, ctx)
+        value = await o.tool.call(o.args, ctx, runner)
         content, images = render_output(value, o.tool.max_output_chars)
         o.result = ToolResultPart(
             call_id=o.call.id, name=o.call.name, content=content, images=images
@@ -154,7 +101,7 @@ async def _run_one(o: CallOutcome, ctx: ToolContext[Any] | None) -> None:
     except ApprovalNeeded:
         o.pending = True
     except Exception as exc:
-        o.result = _error(o.call, render_exception(o.call.name, exc))
+        o.result = error_result(o.call, render_exception(o.call.name, exc))
     o.duration = time.perf_counter() - started
 
 
@@ -165,6 +112,7 @@ async def run_prepared(
     step: int,
     deps: Any,
     metadata: Mapping[str, Any],
+    runner: SyncRunner,
     scope: RunScope | None = None,
 ) -> None:
     """Run every validated, approved call concurrently; results are filled in place."""
@@ -178,8 +126,8 @@ async def run_prepared(
         )
 
     if len(runnable) == 1:
-        await _run_one(runnable[0], context(runnable[0]))
+        await _run_one(runnable[0], context(runnable[0]), runner)
     elif runnable:
         async with asyncio.TaskGroup() as group:
             for o in runnable:
-                group.create_task(_run_one(o, context(o)))
+                group.create_task(_run_one(o, context(o), runner))

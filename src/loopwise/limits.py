@@ -16,7 +16,7 @@ from .errors import UsageError
 from .messages import Usage
 from .models.pricing import Pricer
 
-__all__ = ["Budget", "BudgetTracker", "Reservation", "Stop"]
+__all__ = ["Budget", "BudgetTracker", "Reservation", "Spend", "Stop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,27 +70,79 @@ class Reservation:
 
 
 @dataclass(slots=True)
-class BudgetTracker:
-    """Keeps the spend of one run and decides whether the next call may happen."""
+class Spend:
+    """What a run has used so far: part of its state (plain data, carried across resumes).
 
-    budget: Budget
-    max_steps: int
-    pricer: Pricer | None
-    started: float = field(default_factory=time.monotonic)
+    ``seconds`` is the running time of earlier segments (time paused is not counted);
+    ``warned`` the limits whose ``budget_warning`` was already sent.
+    """
+
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     steps: int = 0
     tool_calls: int = 0
+    seconds: float = 0.0
+    warned: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BudgetTracker:
+    """Applies a :class:`Budget` to a run's :class:`Spend` and decides whether the next
+    call may happen."""
+
+    budget: Budget
+    max_steps: int
+    pricer: Pricer | None
+    spend: Spend = field(default_factory=Spend)
+    started: float = field(default_factory=time.monotonic)
     parent: BudgetTracker | None = None
     """The tracker of the run that started this one (an agent used as a tool): every call
     also holds its worst case from the parent's budget, so a team shares one budget."""
-    _warned: set[str] = field(default_factory=set)
     _held: tuple[int, float] = (0, 0.0)  # what this run's call in flight holds in the parent
     _holds: tuple[int, float] = (0, 0.0)  # what children's calls in flight hold here
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def usage(self) -> Usage:
+        return self.spend.usage
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self.spend.usage = value
+
+    @property
+    def cost_usd(self) -> float:
+        return self.spend.cost_usd
+
+    @cost_usd.setter
+    def cost_usd(self, value: float) -> None:
+        self.spend.cost_usd = value
+
+    @property
+    def steps(self) -> int:
+        return self.spend.steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.spend.steps = value
+
+    @property
+    def tool_calls(self) -> int:
+        return self.spend.tool_calls
+
+    @tool_calls.setter
+    def tool_calls(self, value: int) -> None:
+        self.spend.tool_calls = value
+
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        """Running seconds: earlier segments' plus this one's."""
+        return self.spend.seconds + time.monotonic() - self.started
+
+    def fold_time(self) -> None:
+        """Move this segment's running time into the spend (at the end of a segment)."""
+        now = time.monotonic()
+        self.spend.seconds += now - self.started
+        self.started = now
 
     def remaining_seconds(self) -> float | None:
         """Seconds left: this run's, or less when a parent run has less left."""
@@ -234,8 +286,8 @@ class BudgetTracker:
             ("max_steps", self.steps, self.max_steps),
         ]
         for name, used, maximum in checks:
-            if maximum and name not in self._warned and used >= b.warn_at * maximum:
-                self._warned.add(name)
+            if maximum and name not in self.spend.warned and used >= b.warn_at * maximum:
+                self.spend.warned.append(name)
                 found.append((name, used, maximum))
         return found
 

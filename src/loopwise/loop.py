@@ -1,10 +1,12 @@
-"""The ReAct loop: one async generator that yields typed events.
+"""The ReAct loop: a ``while`` over steps, each ending in one outcome, and one place that
+ends the run.
 
-Per step: check every budget (and reserve the call), fit the context, call the model, then
-end the turn in exactly one outcome — run tools and continue, a final answer, a retry of
-an invalid answer, or a stop — matched exhaustively. ``Agent.run``/``run_sync``/``stream``
-are thin wrappers around :func:`run_steps`. Running a turn's tool calls is in
-:mod:`loopwise.loop_tools`; the run's config and state are in :mod:`loopwise.run_state`.
+A step checks every budget (reserving the call), fits the context, calls the model, and
+ends in a :data:`~loopwise.run.Outcome`: ``Continue`` (tools ran, or an invalid answer
+goes back to the model), ``Final``, ``Paused`` (calls wait for a decision), ``Stopped``
+(a limit, or cancelled) or ``Failed``. :func:`run_loop` matches it once; :func:`_end` is
+the only place a run ends. The tool half of a step is :mod:`loopwise.loop_tools`; the
+running run, its guard and hooks are :mod:`loopwise.run`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, assert_never
 
-from .context import ContextOverflow, History, fit, transcript
-from .errors import ModelError
+from .capabilities import CapabilityError, ModelRequest
+from .context import ContextOverflow, History, fit, output_reserve, transcript
+from .errors import LoopwiseError, ModelError
 from .events import (
     BudgetWarning,
     ContextCompacted,
@@ -25,133 +28,145 @@ from .events import (
     ModelRequested,
     ModelResponded,
     ModelText,
-    OutputRetry,
     RunFinished,
+    RunStarted,
     TextDelta,
 )
 from .limits import Stop
-from .loop_tools import finish_pending_calls, run_calls
-from .messages import (
-    AssistantMessage,
-    AssistantPart,
-    Message,
-    ToolCallPart,
-    UserMessage,
-)
+from .loop_tools import close_open_calls, output_retry, resume_calls, run_calls
+from .messages import AssistantMessage, AssistantPart, Message, ToolCallPart, UserMessage
 from .models import ModelSettings, StreamingModel
 from .output import FINAL_ANSWER_TOOL, InvalidOutput
-from .run_state import Cancelled, RunConfig, RunState, TimedOut, finish, guard
+from .run import (
+    Cancelled,
+    Continue,
+    Failed,
+    Final,
+    Outcome,
+    Paused,
+    RunContext,
+    Stopped,
+    TimedOut,
+)
+from .state import has_non_finite
 
-__all__ = ["RunConfig", "RunState", "run_steps"]
+__all__ = ["run_loop", "step"]
 
 logger = logging.getLogger("loopwise")
 
-
-# Each turn ends in exactly one of these.
-@dataclass(frozen=True, slots=True)
-class _CallTools:
-    calls: list[ToolCallPart]
+Item = Event | Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class _Final:
-    output: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Retry:
-    feedback: str
-
-
-_Outcome = _CallTools | _Final | _Retry
-
-
-async def run_steps(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
-    """Run the loop to the end; ``state.result`` holds the result afterwards."""
+async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncIterator[Event]:
+    """The whole run: start its capabilities, settle waiting calls, step until an outcome
+    other than ``Continue``, end. ``run.state`` holds the result afterwards."""
+    run.state.status = "in_progress"
+    yield await _seen(run, _started(run))
+    outcome: Outcome = Continue()
     try:
-        async for event in finish_pending_calls(cfg, state):
-            yield event
-        while state.result is None:
-            async for event in _step(cfg, state):
-                yield event
-    except Cancelled:
-        finish(cfg, state, "cancelled", "cancelled", None)
-    except TimedOut:
-        finish(cfg, state, "incomplete", "timeout", f"max_seconds={_max_seconds(state)}")
-    except ModelError as exc:
-        finish(cfg, state, "failed", "error", str(exc))
-    except ContextOverflow as exc:
-        finish(cfg, state, "failed", "context_window", str(exc))
-    except asyncio.CancelledError:
-        finish(cfg, state, "cancelled", "cancelled", None)
+        await run.start_capabilities()
+        for event in run.drain():
+            yield await _seen(run, event)
+        async for item in resume_calls(run, new_input):
+            outcome = await _pass(run, item, outcome)
+            if not isinstance(item, Continue | Final | Paused | Stopped | Failed):
+                yield item
+        while isinstance(outcome, Continue):
+            async for item in step(run):
+                outcome = await _pass(run, item, outcome)
+                if not isinstance(item, Continue | Final | Paused | Stopped | Failed):
+                    yield item
+                for event in run.drain():
+                    yield await _seen(run, event)
+    except (GeneratorExit, asyncio.CancelledError):
+        _settle(run, Stopped("cancelled"))
+        await _quietly(run.end_capabilities())
         raise
-    except Exception as exc:  # a bug in a model adapter or a callback: fail, keep the steps
-        logger.exception("run %s failed with an unexpected error", cfg.run_id)
-        finish(cfg, state, "failed", "error", f"{type(exc).__name__}: {exc}")
-    result = state.result
-    assert result is not None
-    yield RunFinished(
-        run_id=cfg.run_id,
-        step=state.tracker.steps,
-        status=result.status,
-        stop_reason=result.stop_reason,
-        output=cfg.output.to_jsonable(result.output) if result.output is not None else None,
-        error=result.error,
-        usage=result.usage,
-        cost_usd=result.cost_usd,
-        steps=result.steps,
-        duration=result.duration,
-        parent_run_id=cfg.parent_run_id,
-    )
+    except Exception as exc:
+        outcome = _outcome_of(run, exc)
+    async for event in _end(run, outcome):
+        yield event
 
 
-def _max_seconds(state: RunState) -> float | None:
-    return state.tracker.budget.max_seconds
+async def _pass(run: RunContext, item: Item, outcome: Outcome) -> Outcome:
+    """An outcome replaces the current one; an event goes through the ``on_event`` hooks."""
+    if isinstance(item, Continue | Final | Paused | Stopped | Failed):
+        return item
+    if run.observed:
+        await run.on_event(item)
+    return outcome
 
 
-async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
-    tracker = state.tracker
-    extra = cfg.tool_tokens
-    if cfg.context_window is not None:
-        async for event in _fit_context(cfg, state, extra):
+async def _seen(run: RunContext, event: Event) -> Event:
+    if run.observed:
+        await run.on_event(event)
+    return event
+
+
+def _outcome_of(run: RunContext, exc: Exception) -> Outcome:
+    """The outcome an exception out of a step means."""
+    if isinstance(exc, Cancelled):
+        return Stopped("cancelled")
+    if isinstance(exc, TimedOut):
+        return Stopped("timeout", f"the run used its max_seconds={run.tracker.budget.max_seconds}")
+    if isinstance(exc, ContextOverflow):
+        return Failed("context_window", str(exc))
+    if isinstance(exc, ModelError | CapabilityError | LoopwiseError):
+        return Failed("error", str(exc))
+    logger.exception("run %s failed with an unexpected error", run.run_id)
+    return Failed("error", f"{type(exc).__name__}: {exc}")
+
+
+async def _quietly(work: Any) -> None:
+    try:
+        await work
+    except BaseException:  # the run is already ending; its hooks' errors are logged
+        logger.exception("run ending: a capability's end hook failed")
+
+
+# -- one step -----------------------------------------------------------------------------
+
+
+async def step(run: RunContext) -> AsyncIterator[Item]:
+    """One step: budgets, context, one model call, then the turn's one outcome."""
+    state, tracker = run.state, run.tracker
+    max_tokens = run.settings.max_tokens
+    if run.context_window is not None:
+        max_tokens = output_reserve(run.context_window - run.tool_tokens, max_tokens)
+        async for event in _fit_context(run, max_tokens):
             yield event
-    estimate = state.history.estimated(extra)
-    reserve = tracker.check_model_call(estimate, cfg.settings.max_tokens)
+    estimate = state.history.estimated(run.tool_tokens)
+    reserve = tracker.check_model_call(estimate, max_tokens)
     if isinstance(reserve, Stop):
-        finish(cfg, state, "incomplete", reserve.reason, reserve.detail)
+        yield Stopped(reserve.reason, reserve.detail)
         return
-    yield ModelRequested(
-        run_id=cfg.run_id,
-        step=tracker.steps + 1,
-        messages=len(state.history.messages),
-        estimated_input_tokens=estimate,
-        max_tokens=reserve.max_tokens,
-    )
-    settings = cfg.settings
+    settings = run.settings
     if reserve.max_tokens != settings.max_tokens:
-        settings = ModelSettings(
-            max_tokens=reserve.max_tokens,
-            temperature=settings.temperature,
-            stop_sequences=settings.stop_sequences,
-            timeout=settings.timeout,
-            tool_choice=settings.tool_choice,
-        )
+        settings = replace(settings, max_tokens=reserve.max_tokens)
+    request = await run.before_model(ModelRequest(state.messages, run.tool_defs, settings))
+    yield ModelRequested(
+        run_id=run.run_id,
+        step=tracker.steps + 1,
+        messages=len(request.messages),
+        estimated_input_tokens=estimate,
+        max_tokens=request.settings.max_tokens,
+    )
     started = time.perf_counter()
     response: AssistantMessage | None = None
-    async for item in _call_model(cfg, state, settings):
-        if isinstance(item, str):
-            yield TextDelta(run_id=cfg.run_id, step=tracker.steps + 1, text=item)
+    async for piece in _call_model(run, request):
+        if isinstance(piece, str):
+            yield TextDelta(run_id=run.run_id, step=tracker.steps + 1, text=piece)
         else:
-            response = item
+            response = piece
     assert response is not None
-    response = _unique_call_ids(response)
+    response = await run.after_model(_checked(response))
     tracker.steps += 1
     spent_before = tracker.cost_usd
     tracker.record(response.usage)
     state.history.calibrate(estimate, response.usage.input_tokens)
     state.history.append(response)
     yield ModelResponded(
-        run_id=cfg.run_id,
+        run_id=run.run_id,
         step=tracker.steps,
         usage=response.usage,
         cost_usd=tracker.cost_usd - spent_before,
@@ -162,123 +177,54 @@ async def _step(cfg: RunConfig, state: RunState) -> AsyncIterator[Event]:
     )
     for limit, used, maximum in tracker.warnings():
         yield BudgetWarning(
-            run_id=cfg.run_id, step=tracker.steps, limit=limit, used=used, maximum=maximum
+            run_id=run.run_id, step=tracker.steps, limit=limit, used=used, maximum=maximum
         )
-    calls = response.tool_calls
     if response.text:
-        yield ModelText(run_id=cfg.run_id, step=tracker.steps, text=response.text, final=not calls)
-    async for event in _end_turn(cfg, state, _decide(cfg, response)):
-        yield event
+        yield ModelText(
+            run_id=run.run_id, step=tracker.steps, text=response.text, final=not response.tool_calls
+        )
+    async for item in _end_turn(run, response):
+        yield item
 
 
-def _decide(cfg: RunConfig, response: AssistantMessage) -> _Outcome:
+async def _end_turn(run: RunContext, response: AssistantMessage) -> AsyncIterator[Item]:
+    """A final answer, an invalid answer sent back, or the turn's tool calls."""
     calls = response.tool_calls
     if not calls:
-        if response.finish_reason == "max_tokens":
-            return _Retry(
-                "Your answer was cut off at the output limit. Give a shorter final answer."
-            )
         try:
-            return _Final(cfg.output.parse_text(response.text))
+            if response.finish_reason == "max_tokens":
+                raise InvalidOutput(
+                    "Your answer was cut off at the output limit. Give a shorter final answer."
+                )
+            yield Final(run.output.parse_text(response.text))
         except InvalidOutput as exc:
-            return _Retry(exc.message)
-    finals = [c for c in calls if c.name == FINAL_ANSWER_TOOL and cfg.output.tool is not None]
-    if finals and len(calls) == 1 and finals[0].raw_args is None:
-        try:
-            return _Final(cfg.output.parse_args(finals[0].args))
-        except InvalidOutput:
-            pass  # answered below as a tool result, so the model sees the error in place
-    return _CallTools(calls)
-
-
-async def _end_turn(cfg: RunConfig, state: RunState, outcome: _Outcome) -> AsyncIterator[Event]:
-    match outcome:
-        case _Final(output=output):
-            finish(cfg, state, "completed", None, None, output=output)
-        case _Retry(feedback=feedback):
-            async for event in _retry_output(cfg, state, feedback):
-                yield event
-        case _CallTools(calls=calls):
-            async for event in run_calls(cfg, state, calls, previous=[]):
-                yield event
-        case _:
-            assert_never(outcome)
-
-
-async def _retry_output(cfg: RunConfig, state: RunState, feedback: str) -> AsyncIterator[Event]:
-    state.output_attempts += 1
-    yield OutputRetry(
-        run_id=cfg.run_id, step=state.tracker.steps, error=feedback, attempt=state.output_attempts
-    )
-    if state.output_attempts > cfg.output_retries:
-        finish(
-            cfg,
-            state,
-            "failed",
-            "invalid_output",
-            f"the final answer was still invalid after {cfg.output_retries} retries: {feedback}",
-        )
+            for item in output_retry(run, exc.message):
+                yield item
         return
-    state.history.append(UserMessage.text(f"[loopwise] {feedback}"))
+    if len(calls) == 1 and _is_final(run, calls[0]):
+        try:
+            yield Final(run.output.parse_args(calls[0].args))
+            return
+        except InvalidOutput:
+            pass  # answered as a tool result below, so the model sees the error in place
+    async for item in run_calls(run, calls):
+        yield item
 
 
-async def _fit_context(cfg: RunConfig, state: RunState, extra: int) -> AsyncIterator[Event]:
-    assert cfg.context_window is not None
-
-    async def summarise(messages: list[Message]) -> str | None:
-        return await _summarise(cfg, state, messages)
-
-    done = await fit(
-        state.history,
-        window=cfg.context_window - extra,
-        reserved=cfg.settings.max_tokens,
-        policy=cfg.context_policy,
-        summarise=summarise,
-    )
-    for c in done:
-        yield ContextCompacted(
-            run_id=cfg.run_id,
-            step=state.tracker.steps,
-            strategy=c.strategy,  # type: ignore[arg-type]
-            tokens_before=c.tokens_before,
-            tokens_after=c.tokens_after,
-        )
-
-
-async def _summarise(cfg: RunConfig, state: RunState, messages: list[Message]) -> str | None:
-    """Ask the model for a summary of older turns, within the budget and the window."""
-    assert cfg.context_window is not None
-    policy = cfg.context_policy
-    max_chars = max((cfg.context_window // 2) * 3, 1000)
-    prompt = (
-        "Summarise the work below for your own later use: the facts learned, tool results "
-        "that matter, what was tried and failed, and what remains. Be concise.\n\n"
-        + transcript(messages, max_chars)
-    )
-    request = [UserMessage.text(prompt)]
-    estimate = History.of(request).estimated()
-    reserve = state.tracker.check_model_call(estimate, policy.summary_tokens)
-    if isinstance(reserve, Stop):
-        return None
-    settings = ModelSettings(max_tokens=reserve.max_tokens, tool_choice="none")
-    try:
-        response = await guard(cfg, state, cfg.model.request(request, [], settings))
-    except ModelError:
-        return None
-    state.tracker.record(response.usage)
-    return response.text.strip() or None
+def _is_final(run: RunContext, call: ToolCallPart) -> bool:
+    return call.name == FINAL_ANSWER_TOOL and run.output.tool is not None and not call.raw_args
 
 
 async def _call_model(
-    cfg: RunConfig, state: RunState, settings: ModelSettings
+    run: RunContext, request: ModelRequest
 ) -> AsyncIterator[str | AssistantMessage]:
-    messages = state.history.messages
-    if cfg.stream_text and isinstance(cfg.model, StreamingModel):
-        stream = cfg.model.stream(messages, cfg.tool_defs, settings)
+    model = run.model
+    if run.stream_text and isinstance(model, StreamingModel):
+        stream = model.stream(request.messages, request.tools, request.settings)
         try:
             while True:
                 try:
-                    item = await guard(cfg, state, anext(stream))
+                    item = await run.guard(anext(stream))
                 except StopAsyncIteration:
                     return
                 yield item
@@ -287,13 +233,14 @@ async def _call_model(
             if aclose is not None:
                 await aclose()
     else:
-        yield await guard(cfg, state, cfg.model.request(messages, cfg.tool_defs, settings))
+        yield await run.guard(model.request(request.messages, request.tools, request.settings))
 
 
-def _unique_call_ids(response: AssistantMessage) -> AssistantMessage:
-    """Give repeated tool-call ids in one response distinct ids (some servers reuse them)."""
+def _checked(response: AssistantMessage) -> AssistantMessage:
+    """Distinct call ids (some servers reuse them); arguments holding NaN or Infinity (not
+    JSON) kept as raw text, so the call becomes an invalid-arguments observation."""
     calls = response.tool_calls
-    if len({c.id for c in calls}) == len(calls):
+    if len({c.id for c in calls}) == len(calls) and not any(has_non_finite(c.args) for c in calls):
         return response
     seen: set[str] = set()
     parts: list[AssistantPart] = []
@@ -301,6 +248,126 @@ def _unique_call_ids(response: AssistantMessage) -> AssistantMessage:
         if isinstance(p, ToolCallPart):
             if p.id in seen or not p.id:
                 p = replace(p, id=f"{p.id or 'call'}_{i}")
+            if has_non_finite(p.args):
+                p = replace(p, args={}, raw_args=repr(p.args)[:2000])
             seen.add(p.id)
         parts.append(p)
     return replace(response, parts=tuple(parts))
+
+
+# -- context --------------------------------------------------------------------------------
+
+
+async def _fit_context(run: RunContext, reserved: int) -> AsyncIterator[Event]:
+    assert run.context_window is not None
+
+    async def summarise(messages: list[Message]) -> str | None:
+        return await _summarise(run, messages)
+
+    done = await fit(
+        run.state.history,
+        window=run.context_window - run.tool_tokens,
+        reserved=reserved,
+        policy=run.context_policy,
+        summarise=summarise,
+    )
+    for c in done:
+        yield ContextCompacted(
+            run_id=run.run_id,
+            step=run.tracker.steps,
+            strategy=c.strategy,  # type: ignore[arg-type]
+            tokens_before=c.tokens_before,
+            tokens_after=c.tokens_after,
+        )
+
+
+async def _summarise(run: RunContext, messages: list[Message]) -> str | None:
+    """Ask the model for a summary of older turns, within the budget and the window."""
+    assert run.context_window is not None
+    max_chars = max((run.context_window // 2) * 3, 1000)
+    prompt = (
+        "Summarise the work below for your own later use: the facts learned, tool results "
+        "that matter, what was tried and failed, and what remains. Be concise.\n\n"
+        + transcript(messages, max_chars)
+    )
+    request = [UserMessage.text(prompt)]
+    limit = min(run.context_policy.summary_tokens, run.context_window - History.of(request).total)
+    settings = ModelSettings(max_tokens=max(limit, 1), tool_choice="none")
+    try:
+        response = await run.budgeted_model().request(request, [], settings)
+    except ModelError:
+        return None
+    return response.text.strip() or None
+
+
+# -- the end --------------------------------------------------------------------------------
+
+
+def _started(run: RunContext) -> RunStarted:
+    state = run.state
+    return RunStarted(
+        run_id=run.run_id,
+        step=state.steps,
+        agent=state.agent,
+        model=state.model or f"{run.model.provider}:{run.model.model_name}",
+        input=run.input_text,
+        parent_run_id=state.parent_run_id,
+        depth=state.depth,
+    )
+
+
+def _settle(run: RunContext, outcome: Outcome) -> None:
+    """Write the outcome into the state; every call that started gets a result."""
+    state = run.state
+    state.stop_reason = state.error = state.detail = None
+    match outcome:
+        case Final(output=output):
+            state.status, run.answer = "completed", output
+            state.output = run.output.to_jsonable(output)
+        case Paused():
+            state.status, state.stop_reason = "input_required", "approval_required"
+        case Stopped(reason=reason, detail=detail):
+            state.status = "cancelled" if reason == "cancelled" else "incomplete"
+            state.stop_reason, state.detail = reason, detail
+        case Failed(reason=reason, error=error):
+            state.status, state.stop_reason, state.error = "failed", reason, error
+        case Continue():
+            raise AssertionError("a run cannot end by continuing")
+        case _:
+            assert_never(outcome)
+    if state.status != "input_required":
+        state.pending = []
+        close_open_calls(run, state.stop_reason or state.status)
+    run.tracker.fold_time()
+    run.tracker.release()  # a child's call cut short holds nothing
+    run.runner.close()
+
+
+async def _end(run: RunContext, outcome: Outcome) -> AsyncIterator[Event]:
+    """The one place a run ends: settle the state, run the ``end`` hooks, ``run_finished``."""
+    _settle(run, outcome)
+    state = run.state
+    try:
+        await run.end_capabilities()
+    except CapabilityError as exc:
+        if state.status != "failed":
+            state.status, state.stop_reason, state.error = "failed", "error", str(exc)
+            state.detail, state.output, run.answer = None, None, None
+    for event in run.drain():
+        yield event
+    finished = RunFinished(
+        run_id=run.run_id,
+        step=state.steps,
+        status=state.status,
+        stop_reason=state.stop_reason,
+        output=state.output,
+        error=state.error,
+        usage=state.usage,
+        cost_usd=state.cost_usd,
+        steps=state.steps,
+        duration=state.spend.seconds,
+        parent_run_id=state.parent_run_id,
+    )
+    if run.observed:
+        await _quietly(run.on_event(finished))
+    yield finished

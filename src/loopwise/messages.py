@@ -47,10 +47,12 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallPart:
-    """A tool call as the model made it.
+    """A tool call: the arguments it ran with.
 
     ``raw_args`` keeps the model's argument text when it was not a valid JSON object, so
-    the loop can tell the model exactly what it sent; ``args`` is then empty.
+    the loop can tell the model exactly what it sent; ``args`` is then empty. When an
+    approver or a capability changed the arguments, ``args`` is what ran and
+    ``original_args`` what the model asked for.
     """
 
     type: Literal["tool_call"] = "tool_call"
@@ -58,6 +60,7 @@ class ToolCallPart:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
     raw_args: str | None = None
+    original_args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .messages import ToolCallPart, ToolResultPart, args_json
 
-__all__ = ["LoopDetector", "LoopFinding", "LoopPolicy"]
+__all__ = ["LoopDetector", "LoopFinding", "LoopMemory", "LoopPolicy"]
 
 Kind = Literal["repeated_call", "alternation", "repeated_error"]
 
@@ -39,12 +39,37 @@ class LoopFinding:
 
 
 @dataclass(slots=True)
+class LoopMemory:
+    """What the detector remembers of recent turns: part of a run's state, plain JSON."""
+
+    turns: deque[tuple[str, ...]] = field(default_factory=lambda: deque(maxlen=16))
+    calls: deque[str] = field(default_factory=lambda: deque(maxlen=32))
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+    nudged: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "turns": [list(t) for t in self.turns],
+            "calls": list(self.calls),
+            "errors": list(self.errors),
+            "nudged": self.nudged,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopMemory:
+        memory = cls(nudged=bool(data.get("nudged", False)))
+        memory.turns.extend(tuple(str(s) for s in t) for t in data.get("turns", ()))
+        memory.calls.extend(str(c) for c in data.get("calls", ()))
+        memory.errors.extend(str(e) for e in data.get("errors", ()))
+        return memory
+
+
+@dataclass(slots=True)
 class LoopDetector:
+    """Applies a :class:`LoopPolicy` to a run's :class:`LoopMemory`."""
+
     policy: LoopPolicy = field(default_factory=LoopPolicy)
-    _turns: deque[tuple[str, ...]] = field(default_factory=lambda: deque(maxlen=16))
-    _calls: deque[str] = field(default_factory=lambda: deque(maxlen=32))
-    _errors: deque[str] = field(default_factory=lambda: deque(maxlen=16))
-    _nudged: bool = False
+    memory: LoopMemory = field(default_factory=LoopMemory)
 
     def observe(
         self, calls: list[ToolCallPart], results: list[ToolResultPart]
@@ -52,32 +77,33 @@ class LoopDetector:
         """Record one turn; return a finding when the model is looping."""
         if not self.policy.enabled or not calls:
             return None
+        m = self.memory
         sigs = tuple(sorted(f"{c.name}({c.raw_args or args_json(c.args)})" for c in calls))
-        self._turns.append(sigs)
-        self._calls.extend(sigs)
+        m.turns.append(sigs)
+        m.calls.extend(sigs)
         for r in results:
             if r.is_error:
-                self._errors.append(f"{r.name}: {r.content[:300]}")
+                m.errors.append(f"{r.name}: {r.content[:300]}")
             else:
-                self._errors.clear()
+                m.errors.clear()
         found = self._repeated_turn() or self._alternation() or self._repeated_error()
         if found is None:
             return None
         kind, detail = found
-        stop = self._nudged
-        self._nudged = True
+        stop = m.nudged
+        m.nudged = True
         # Forget the evidence so the model gets a fair chance after a nudge.
-        self._turns.clear()
-        self._calls.clear()
-        self._errors.clear()
+        m.turns.clear()
+        m.calls.clear()
+        m.errors.clear()
         return LoopFinding(kind, detail, stop)
 
     def _repeated_turn(self) -> tuple[Kind, str] | None:
         n = self.policy.repeats
-        turns = self._turns
+        turns = self.memory.turns
         if len(turns) >= n and len({turns[-i] for i in range(1, n + 1)}) == 1:
             return "repeated_call", f"{', '.join(turns[-1])} called {n} times in a row"
-        recent = list(self._calls)[-self.policy.window :]
+        recent = list(self.memory.calls)[-self.policy.window :]
         for sig in set(recent):
             if recent.count(sig) > n:
                 return "repeated_call", f"{sig} called {recent.count(sig)} times recently"
@@ -85,7 +111,7 @@ class LoopDetector:
 
     def _alternation(self) -> tuple[Kind, str] | None:
         need = 2 * self.policy.alternations
-        turns = list(self._turns)[-need:]
+        turns = list(self.memory.turns)[-need:]
         if len(turns) < need or turns[0] == turns[1]:
             return None
         a, b = turns[0], turns[1]
@@ -95,7 +121,7 @@ class LoopDetector:
 
     def _repeated_error(self) -> tuple[Kind, str] | None:
         n = self.policy.error_repeats
-        errors = self._errors
+        errors = self.memory.errors
         if len(errors) >= n and len({errors[-i] for i in range(1, n + 1)}) == 1:
             return "repeated_error", f"the same error {n} times: {errors[-1][:200]}"
         return None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Generic, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias
 
 from pydantic_core import to_jsonable_python
 from typing_extensions import TypeVar
 
 from .approval import ApprovalRequest
 from .messages import Message, Usage, dump_messages
+
+if TYPE_CHECKING:
+    from .state import RunState
 
 __all__ = ["RunResult", "RunStatus"]
 
@@ -45,6 +48,33 @@ class RunResult(Generic[OutputT]):
     model: str | None = None
     parent_run_id: str | None = None
     """The run that started this one, when it ran as a tool of another agent."""
+    state: RunState | None = field(default=None, repr=False, compare=False)
+    """The whole run as one value: continue it with ``agent.run(result.state)``."""
+
+    @classmethod
+    def of(cls, state: RunState, output: Any = None) -> RunResult[Any]:
+        """The result a run's final ``state`` describes (``output`` typed, when completed)."""
+        return cls(
+            run_id=state.run_id,
+            status=state.status,  # type: ignore[arg-type]
+            output=output if state.status == "completed" else None,
+            stop_reason=state.stop_reason,
+            error=state.error,
+            detail=state.detail,
+            usage=state.usage,
+            cost_usd=state.cost_usd,
+            steps=state.steps,
+            tool_calls=state.tool_calls,
+            duration=state.spend.seconds,
+            messages=list(state.messages),
+            pending_approvals=[
+                ApprovalRequest(state.run_id, p.call_id, p.tool, dict(p.args), p.reason)
+                for p in state.pending
+            ],
+            model=state.model,
+            parent_run_id=state.parent_run_id,
+            state=state,
+        )
 
     def summary(self) -> dict[str, Any]:
         """The result as plain JSON data, without the transcript (what ``--json`` prints)."""

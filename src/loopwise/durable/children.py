@@ -20,7 +20,6 @@ sees an error observation saying so (a child cannot pause a durable run for appr
 from __future__ import annotations
 
 import asyncio
-import copy
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..agent import Agent
+from ..capabilities import Capability
 from ..messages import AssistantMessage, Message, ToolDefinition
 from ..models import Model, ModelSettings
 from ..tools import Tool, ToolContext
@@ -37,7 +36,7 @@ from .schema import child_steps
 from .steps import call_tool, collect, message_of, model_step, observation_of, replay_children
 from .store import Store
 
-__all__ = ["ChildSteps"]
+__all__ = ["ChildCheckpoints", "ChildSteps"]
 
 _CTX = "__loopwise_ctx"
 Output = dict[str, Any]
@@ -49,14 +48,6 @@ class ChildSteps:
     def __init__(self, store: Store, run_id: str):
         self.store = store
         self.run_id = run_id
-
-    def child(self, agent: Agent[Any, Any], run_id: str) -> Agent[Any, Any]:
-        """A copy of ``agent`` for the child run ``run_id`` whose calls are checkpointed."""
-        real = agent._model(None)
-        wrapped = copy.copy(agent)
-        wrapped.model = wrapped._resolved = _ChildModel(real, self, run_id)
-        wrapped.tools = {n: _child_tool(t, self, run_id) for n, t in agent.tools.items()}
-        return wrapped
 
     async def get(self, key: str) -> Output | None:
         return await asyncio.to_thread(self._get, key)
@@ -104,6 +95,26 @@ class ChildSteps:
                 return "run", None
         found = self._get(key)
         return ("finished", found) if found is not None else ("interrupted", None)
+
+
+class ChildCheckpoints(Capability):
+    """A durable run's child run (``run_id``): its model and tool calls are checkpointed in
+    ``steps``, and so are its own children's."""
+
+    name = "durable-child"
+
+    def __init__(self, steps: ChildSteps, run_id: str):
+        self.steps = steps
+        self.run_id = run_id
+
+    def wrap_model(self, model: Model) -> Model:
+        return _ChildModel(model, self.steps, self.run_id)
+
+    def wrap_tool(self, tool: Tool) -> Tool:
+        return _child_tool(tool, self.steps, self.run_id)
+
+    def for_child(self, run_id: str) -> Capability | None:
+        return ChildCheckpoints(self.steps, run_id)
 
 
 class _ChildModel:

@@ -27,6 +27,7 @@ from dbos import DBOS
 from dbos._error import DBOSWorkflowCancelledError
 
 from ..approval import ApprovalNeeded
+from ..capabilities import Capability
 from ..errors import ModelError
 from ..events import Event, RunFinished, parse_event
 from ..messages import (
@@ -38,11 +39,10 @@ from ..messages import (
     load_messages,
 )
 from ..models import Model, ModelSettings
-from ..scope import ChildCheckpoints
 from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_output
 from .store import Store
 
-__all__ = ["DurableModel", "StepHost", "durable_tool"]
+__all__ = ["DurableCheckpoints", "DurableModel", "StepHost", "durable_tool"]
 
 _CTX = "__loopwise_ctx"
 
@@ -52,7 +52,8 @@ class StepHost(Protocol):
 
     store: Store
     interrupted: set[str]
-    checkpoints: ChildCheckpoints
+    children: Capability
+    """What child runs (agents used as tools) inherit: their calls' checkpoints."""
 
     async def flush(self) -> bool:
         """Write the events and row changes buffered so far."""
@@ -61,6 +62,25 @@ class StepHost(Protocol):
     async def cancelled(self) -> NoReturn:
         """DBOS cancelled the workflow: end the run through the loop's cancel path."""
         ...
+
+
+class DurableCheckpoints(Capability):
+    """A durable run segment's checkpoints as a capability: the model and every tool
+    become DBOS steps; child runs get their own checkpoints (``host.children``)."""
+
+    name = "durable"
+
+    def __init__(self, host: StepHost):
+        self.host = host
+
+    def wrap_model(self, model: Model) -> Model:
+        return DurableModel(model, self.host)
+
+    def wrap_tool(self, tool: Tool) -> Tool:
+        return durable_tool(tool, self.host)
+
+    def for_child(self, run_id: str) -> Capability | None:
+        return self.host.children.for_child(run_id)
 
 
 class DurableModel:
@@ -132,8 +152,6 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
 
     async def call(**kwargs: Any) -> Any:
         ctx: ToolContext[Any] = kwargs.pop(_CTX)
-        if ctx.run is not None:  # an agent used as a tool checkpoints its child's calls
-            ctx = replace(ctx, run=replace(ctx.run, checkpoints=host.checkpoints))
         ran: list[bool] = []
         reservation = DBOS.reserve_step()
         await host.flush()

@@ -28,17 +28,17 @@ from dbos import DBOS
 from dbos._error import DBOSException
 
 from ..agent import Agent
-from ..approval import Approve, Decision, Reject
+from ..capabilities import Capability
 from ..errors import UsageError
 from ..events import Event, ModelResponded, RunFinished, RunStarted, ToolCalled
 from ..limits import Budget
 from ..messages import Usage
 from ..result import RunResult
-from ..scope import ChildCheckpoints
-from .children import ChildSteps
+from ..state import RunState
+from .children import ChildCheckpoints, ChildSteps
 from .records import TERMINAL, PendingApproval
-from .state import result_from_state, state_of
-from .steps import DurableModel, durable_tool
+from .state import run_state_of, saved_state
+from .steps import DurableCheckpoints
 from .store import Store
 
 __all__ = [
@@ -105,7 +105,7 @@ class _Segment:
         self.store = rt.store
         self.cancel = asyncio.Event()
         self.interrupted: set[str] = set()
-        self.checkpoints: ChildCheckpoints = ChildSteps(rt.store, self.run_id)
+        self.children: Capability = ChildCheckpoints(ChildSteps(rt.store, self.run_id), self.run_id)
         self.recorder = Recorder(rt.store, self.run_id, self.segment)
 
     async def run(self) -> dict[str, Any]:
@@ -139,11 +139,8 @@ class _Segment:
         base = self.rt.agents.get(name)
         if base is None:
             raise UsageError(f"Agent {name!r} is not registered in this worker.")
-        override = self.spec.get("model")
-        real = base._model(override if isinstance(override, str) else None)
         agent = copy.copy(base)
-        agent.model = agent._resolved = DurableModel(real, self)
-        agent.tools = {n: durable_tool(t, self) for n, t in base.tools.items()}
+        agent.capabilities = [*base.capabilities, DurableCheckpoints(self)]
         budget = self.spec.get("budget")
         if isinstance(budget, dict) and budget:
             agent.budget = Budget(**budget)
@@ -151,41 +148,42 @@ class _Segment:
 
     async def _stream(self, agent: Agent[Any, Any]) -> Any:
         metadata = self.spec.get("metadata") or {}
+        override = self.spec.get("model")
+        model = override if isinstance(override, str) else None
         if self.segment == 0:
             return agent.stream(
                 str(self.spec["input"]),
                 run_id=self.run_id,
                 metadata=metadata,
+                model=model,
                 cancel=self.cancel,
                 text_deltas=False,
             )
         saved = await asyncio.to_thread(self.rt.store.state, self.run_id, self.segment - 1)
         if saved is None:
             raise UsageError(f"No saved state for segment {self.segment - 1}.")
-        result = result_from_state(saved)
+        state = run_state_of(saved)
         self.recorder.seq = int(saved["seq"])
-        self.recorder.tool_calls = result.tool_calls
-        decisions = self._decisions(result)
-        return agent.resume_stream(
-            result, decisions, cancel=self.cancel, text_deltas=False, metadata=metadata
+        self.recorder.tool_calls = state.tool_calls
+        self._decide(state)
+        return agent.stream(
+            state, metadata=metadata, model=model, cancel=self.cancel, text_deltas=False
         )
 
-    def _decisions(self, result: RunResult[Any]) -> dict[str, Decision]:
+    def _decide(self, state: RunState) -> None:
         """Each pending call's decision, checked against its digest: no match, no decision."""
         given = self.spec.get("decisions")
         given = given if isinstance(given, dict) else {}
-        chosen: dict[str, Decision] = {}
-        for p in result.pending_approvals:
+        for p in state.pending:
             d = given.get(p.call_id)
-            digest = approval_digest(self.run_id, self.segment - 1, p.call_id, p.tool_name, p.args)
+            digest = approval_digest(self.run_id, self.segment - 1, p.call_id, p.tool, p.args)
             if not isinstance(d, dict) or d.get("digest") != digest:
                 raise UsageError(f"No valid decision was given for pending call {p.call_id!r}.")
             if d.get("approve") is True:
                 edited = d.get("arguments")
-                chosen[p.call_id] = Approve(edited if isinstance(edited, dict) else None)
+                state.approve(p.call_id, edited if isinstance(edited, dict) else None)
             else:
-                chosen[p.call_id] = Reject(str(d.get("reason") or "rejected by the user"))
-        return chosen
+                state.reject(p.call_id, str(d.get("reason") or "rejected by the user"))
 
     def _pending(self, result: RunResult[Any]) -> list[PendingApproval]:
         return [
@@ -193,7 +191,7 @@ class _Segment:
                 call_id=p.call_id,
                 tool=p.tool_name,
                 arguments=p.args,
-                reason="interrupted" if p.call_id in self.interrupted else "requires_approval",
+                reason="interrupted" if p.call_id in self.interrupted else p.reason,
             )
             for p in result.pending_approvals
         ]
@@ -273,7 +271,7 @@ class Recorder:
 
     async def pause(self, result: RunResult[Any], pending: list[PendingApproval]) -> None:
         await self.flush(
-            state=state_of(result, self.seq),
+            state=saved_state(_state(result), self.seq),
             status="input_required",
             pending=[asdict(p) for p in pending],
             **_totals(result),
@@ -282,7 +280,7 @@ class Recorder:
     async def finish(self, result: RunResult[Any]) -> None:
         output = self.finished.get("output") if self.finished else None
         await self.flush(
-            state=state_of(result, self.seq),
+            state=saved_state(_state(result), self.seq),
             status=result.status,
             output=output,
             stop_reason=result.stop_reason,
@@ -315,6 +313,12 @@ class Recorder:
         await self.flush(
             status="failed", stop_reason="error", error=error, pending=[], finished_at=time.time()
         )
+
+
+def _state(result: RunResult[Any]) -> RunState:
+    if result.state is None:
+        raise UsageError("The run ended without a state to save.")
+    return result.state
 
 
 def _totals(result: RunResult[Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UsageError
 from ..models import Model
@@ -26,6 +26,9 @@ from .records import (
 )
 from .store import Candidate, MemoryStore, open_store
 from .summary import deterministic_summary, model_summary, used_tool_output
+
+if TYPE_CHECKING:
+    from .hook import MemoryCapability
 
 __all__ = ["KEY_METADATA", "Memory"]
 
@@ -45,6 +48,12 @@ class Memory:
     Give it to ``Agent(memory=...)``: runs then start with relevant memories and leave one.
     Nothing is opened or loaded until first use.
     """
+
+    def capability(self) -> MemoryCapability:
+        """This memory as a run capability (what ``Agent(memory=...)`` adds)."""
+        from .hook import MemoryCapability
+
+        return MemoryCapability(self)
 
     def __init__(
         self,
