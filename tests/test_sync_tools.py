@@ -368,3 +368,27 @@ def test_tool_call_uses_the_given_runner() -> None:
 
     mine, default = asyncio.run(go())
     assert mine.startswith("given-") and default.startswith("loopwise-tool-default-")
+
+
+def test_close_lets_a_running_call_finish_then_its_worker_exits() -> None:
+    gate = threading.Event()
+
+    async def go() -> str:
+        started, note_started = thread_safe_event()
+
+        def work() -> str:
+            note_started()
+            gate.wait(5)
+            return "finished"
+
+        runner = SyncRunner(idle_seconds=60, name="close-busy")
+        task = asyncio.create_task(runner.run(work, {}, None))
+        await asyncio.wait_for(started.wait(), 5)
+        runner.close()
+        gate.set()
+        return str(await task)
+
+    assert asyncio.run(go()) == "finished"
+    for thread in _worker_threads("close-busy"):
+        thread.join(5)
+    assert not _worker_threads("close-busy")
