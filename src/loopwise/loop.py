@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from .capabilities import CapabilityError, ModelRequest
-from .context import ContextOverflow, History, fit, output_reserve, transcript
+from .context import ContextOverflow, fit, output_reserve
 from .errors import LoopwiseError, ModelError
 from .events import (
     BudgetWarning,
@@ -34,8 +34,7 @@ from .events import (
 )
 from .limits import Stop
 from .loop_tools import close_open_calls, output_retry, resume_calls, run_calls
-from .messages import AssistantMessage, AssistantPart, Message, ToolCallPart, UserMessage
-from .models import ModelSettings, StreamingModel
+from .messages import AssistantMessage, ToolCallPart, UserMessage
 from .output import FINAL_ANSWER_TOOL, InvalidOutput
 from .run import (
     Cancelled,
@@ -47,8 +46,8 @@ from .run import (
     RunContext,
     Stopped,
     TimedOut,
+    checked,
 )
-from .state import has_non_finite
 
 __all__ = ["run_loop", "step"]
 
@@ -61,23 +60,20 @@ async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncItera
     """The whole run: start its capabilities, settle waiting calls, step until an outcome
     other than ``Continue``, end. ``run.state`` holds the result afterwards."""
     run.state.status = "in_progress"
-    yield await _seen(run, _started(run))
     outcome: Outcome = Continue()
     try:
+        yield await _seen(run, _started(run))
         await run.start_capabilities()
-        for event in run.drain():
-            yield await _seen(run, event)
-        async for item in resume_calls(run, new_input):
-            outcome = await _pass(run, item, outcome)
-            if not isinstance(item, Continue | Final | Paused | Stopped | Failed):
-                yield item
+        phase = resume_calls(run, new_input)
         while isinstance(outcome, Continue):
-            async for item in step(run):
-                outcome = await _pass(run, item, outcome)
-                if not isinstance(item, Continue | Final | Paused | Stopped | Failed):
-                    yield item
-                for event in run.drain():
+            async for item in phase:
+                for event in run.drain():  # from hooks and child runs, in order
                     yield await _seen(run, event)
+                if isinstance(item, Continue | Final | Paused | Stopped | Failed):
+                    outcome = item
+                else:
+                    yield await _seen(run, item)
+            phase = step(run)
     except (GeneratorExit, asyncio.CancelledError):
         _settle(run, Stopped("cancelled"))
         await _quietly(run.end_capabilities())
@@ -88,16 +84,8 @@ async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncItera
         yield event
 
 
-async def _pass(run: RunContext, item: Item, outcome: Outcome) -> Outcome:
-    """An outcome replaces the current one; an event goes through the ``on_event`` hooks."""
-    if isinstance(item, Continue | Final | Paused | Stopped | Failed):
-        return item
-    if run.observed:
-        await run.on_event(item)
-    return outcome
-
-
 async def _seen(run: RunContext, event: Event) -> Event:
+    """An event, after the capabilities' ``on_event`` hooks have seen it."""
     if run.observed:
         await run.on_event(event)
     return event
@@ -153,13 +141,13 @@ async def step(run: RunContext) -> AsyncIterator[Item]:
     )
     started = time.perf_counter()
     response: AssistantMessage | None = None
-    async for piece in _call_model(run, request):
+    async for piece in run.call_model(request):
         if isinstance(piece, str):
             yield TextDelta(run_id=run.run_id, step=tracker.steps + 1, text=piece)
         else:
             response = piece
     assert response is not None
-    response = await run.after_model(_checked(response))
+    response = await run.after_model(checked(response))
     tracker.steps += 1
     spent_before = tracker.cost_usd
     tracker.record(response.usage)
@@ -215,61 +203,18 @@ def _is_final(run: RunContext, call: ToolCallPart) -> bool:
     return call.name == FINAL_ANSWER_TOOL and run.output.tool is not None and not call.raw_args
 
 
-async def _call_model(
-    run: RunContext, request: ModelRequest
-) -> AsyncIterator[str | AssistantMessage]:
-    model = run.model
-    if run.stream_text and isinstance(model, StreamingModel):
-        stream = model.stream(request.messages, request.tools, request.settings)
-        try:
-            while True:
-                try:
-                    item = await run.guard(anext(stream))
-                except StopAsyncIteration:
-                    return
-                yield item
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-    else:
-        yield await run.guard(model.request(request.messages, request.tools, request.settings))
-
-
-def _checked(response: AssistantMessage) -> AssistantMessage:
-    """Distinct call ids (some servers reuse them); arguments holding NaN or Infinity (not
-    JSON) kept as raw text, so the call becomes an invalid-arguments observation."""
-    calls = response.tool_calls
-    if len({c.id for c in calls}) == len(calls) and not any(has_non_finite(c.args) for c in calls):
-        return response
-    seen: set[str] = set()
-    parts: list[AssistantPart] = []
-    for i, p in enumerate(response.parts):
-        if isinstance(p, ToolCallPart):
-            if p.id in seen or not p.id:
-                p = replace(p, id=f"{p.id or 'call'}_{i}")
-            if has_non_finite(p.args):
-                p = replace(p, args={}, raw_args=repr(p.args)[:2000])
-            seen.add(p.id)
-        parts.append(p)
-    return replace(response, parts=tuple(parts))
-
-
 # -- context --------------------------------------------------------------------------------
 
 
 async def _fit_context(run: RunContext, reserved: int) -> AsyncIterator[Event]:
     assert run.context_window is not None
 
-    async def summarise(messages: list[Message]) -> str | None:
-        return await _summarise(run, messages)
-
     done = await fit(
         run.state.history,
         window=run.context_window - run.tool_tokens,
         reserved=reserved,
         policy=run.context_policy,
-        summarise=summarise,
+        summarise=run.summarise,
     )
     for c in done:
         yield ContextCompacted(
@@ -279,25 +224,6 @@ async def _fit_context(run: RunContext, reserved: int) -> AsyncIterator[Event]:
             tokens_before=c.tokens_before,
             tokens_after=c.tokens_after,
         )
-
-
-async def _summarise(run: RunContext, messages: list[Message]) -> str | None:
-    """Ask the model for a summary of older turns, within the budget and the window."""
-    assert run.context_window is not None
-    max_chars = max((run.context_window // 2) * 3, 1000)
-    prompt = (
-        "Summarise the work below for your own later use: the facts learned, tool results "
-        "that matter, what was tried and failed, and what remains. Be concise.\n\n"
-        + transcript(messages, max_chars)
-    )
-    request = [UserMessage.text(prompt)]
-    limit = min(run.context_policy.summary_tokens, run.context_window - History.of(request).total)
-    settings = ModelSettings(max_tokens=max(limit, 1), tool_choice="none")
-    try:
-        response = await run.budgeted_model().request(request, [], settings)
-    except ModelError:
-        return None
-    return response.text.strip() or None
 
 
 # -- the end --------------------------------------------------------------------------------

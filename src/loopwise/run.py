@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -30,16 +30,24 @@ from .capabilities import (
     Verdict,
     overriding,
 )
-from .context import ContextPolicy, estimate_tokens, tools_tokens
+from .context import ContextPolicy, History, estimate_tokens, tools_tokens, transcript
 from .errors import ModelError, UsageError
 from .events import Event
 from .limits import BudgetTracker, Stop
-from .messages import AssistantMessage, Message, ToolDefinition, ToolResultPart
-from .models import Model, ModelSettings
+from .messages import (
+    AssistantMessage,
+    AssistantPart,
+    Message,
+    ToolCallPart,
+    ToolDefinition,
+    ToolResultPart,
+    UserMessage,
+)
+from .models import Model, ModelSettings, StreamingModel
 from .output import OutputSpec
 from .repetition import LoopDetector, LoopPolicy
 from .scope import RunScope
-from .state import RunState
+from .state import RunState, has_non_finite
 from .tools import Tool
 
 __all__ = [
@@ -317,10 +325,70 @@ class RunContext:
     def observed(self) -> bool:
         return bool(self._hooks["on_event"])
 
+    # -- the model ---------------------------------------------------------------------------
+
+    async def call_model(self, request: ModelRequest) -> AsyncIterator[str | AssistantMessage]:
+        """The model's answer to ``request`` (text deltas first when streaming), guarded."""
+        model = self.model
+        if not (self.stream_text and isinstance(model, StreamingModel)):
+            yield await self.guard(model.request(request.messages, request.tools, request.settings))
+            return
+        stream = model.stream(request.messages, request.tools, request.settings)
+        try:
+            while True:
+                try:
+                    item = await self.guard(anext(stream))
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def summarise(self, messages: list[Message]) -> str | None:
+        """A summary of older turns by the run's model, within the budget and the window."""
+        assert self.context_window is not None
+        max_chars = max((self.context_window // 2) * 3, 1000)
+        prompt = (
+            "Summarise the work below for your own later use: the facts learned, tool "
+            "results that matter, what was tried and failed, and what remains. Be concise."
+            "\n\n" + transcript(messages, max_chars)
+        )
+        request = [UserMessage.text(prompt)]
+        room = self.context_window - History.of(request).total
+        settings = ModelSettings(
+            max_tokens=max(min(self.context_policy.summary_tokens, room), 1), tool_choice="none"
+        )
+        try:
+            response = await self.budgeted_model().request(request, [], settings)
+        except ModelError:
+            return None
+        return response.text.strip() or None
+
     def budgeted_model(self) -> BudgetedModel:
         """The run's model for calls that are not steps (summaries): each is checked
         against the budgets first and counted in the run's totals."""
         return BudgetedModel(self.model, self.tracker, self.guard)
+
+
+def checked(response: AssistantMessage) -> AssistantMessage:
+    """Distinct call ids (some servers reuse them); arguments holding NaN or Infinity (not
+    JSON) kept as raw text, so the call becomes an invalid-arguments observation."""
+    calls = response.tool_calls
+    if len({c.id for c in calls}) == len(calls) and not any(has_non_finite(c.args) for c in calls):
+        return response
+    seen: set[str] = set()
+    parts: list[AssistantPart] = []
+    for i, p in enumerate(response.parts):
+        if isinstance(p, ToolCallPart):
+            if p.id in seen or not p.id:
+                p = replace(p, id=f"{p.id or 'call'}_{i}")
+            if has_non_finite(p.args):
+                p = replace(p, args={}, raw_args=repr(p.args)[:2000])
+            seen.add(p.id)
+        parts.append(p)
+    return replace(response, parts=tuple(parts))
 
 
 class BudgetedModel:
