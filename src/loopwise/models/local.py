@@ -106,6 +106,23 @@ def unload() -> None:
         _LOADED.clear()
 
 
+_VOCABS: dict[Path, Any] = {}
+_VOCAB_LOCK = threading.Lock()
+
+
+def _vocab(path: Path) -> Any:
+    """The file's tokenizer alone (``vocab_only``: no weights), loaded once per process."""
+    with _VOCAB_LOCK:
+        found = _VOCABS.get(path)
+        if found is None:
+            llama_cpp = importlib.import_module("llama_cpp")
+            found = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            if not _VOCABS:  # freed before interpreter teardown, which their __del__ needs
+                atexit.register(_VOCABS.clear)
+            _VOCABS[path] = found
+        return found
+
+
 class LocalModel:
     """A GGUF model in this process; implements ``StreamingModel``.
 
@@ -141,6 +158,11 @@ class LocalModel:
             trained = gguf_context_length(self._path)
             self._window = min(trained or MAX_CONTEXT, MAX_CONTEXT)
         return self._window
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens of ``text`` by the model's own tokenizer (exact; no chat template)."""
+        data = text.encode("utf-8", "surrogatepass")
+        return len(_vocab(self._path).tokenize(data, add_bos=False, special=False))
 
     async def request(
         self,
