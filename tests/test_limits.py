@@ -1,13 +1,26 @@
 """Budgets are checked before every model call; no call can break one."""
 
 import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from loopwise import Agent, Budget, ModelPrice, UsageError, tool
 from loopwise.events import BudgetWarning
 from loopwise.limits import BudgetTracker, Reservation, Stop
-from loopwise.messages import Usage
+from loopwise.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolResultPart,
+    Usage,
+)
 from loopwise.models.testing import ScriptedModel, call
 
 
@@ -33,9 +46,14 @@ def test_token_budget_is_never_exceeded() -> None:
     result = Agent(model, tools=[echo], budget=budget).run_sync("go")
     assert (result.status, result.stop_reason) == ("incomplete", "budget")
     assert result.usage.total_tokens <= 3000
-    # Each call was allowed only what was left: input estimate + max_tokens stays inside.
-    for request in model.requests:
-        assert request.settings.max_tokens <= 4096
+    # Each call was allowed only what was left: what was spent, its input and its
+    # max_tokens together stay inside the budget (the last calls got less than 4096).
+    answers = [m for m in result.messages if isinstance(m, AssistantMessage)]
+    assert len(answers) == len(model.requests) >= 2
+    spent = 0
+    for request, answer in zip(model.requests, answers, strict=True):
+        assert spent + answer.usage.input_tokens + request.settings.max_tokens <= 3000
+        spent += answer.usage.total_tokens
     assert model.requests[-1].settings.max_tokens < 4096
 
 
@@ -135,4 +153,95 @@ def test_tracker_reserves_output_within_every_budget() -> None:
 def test_a_budget_with_an_impossible_limit_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(UsageError, match="Budget "):
         Budget(**bad)  # type: ignore[arg-type]
-    assert Budget(max_tokens=0, max_usd=0.0, max_seconds=0, max_tool_calls=0)  # zero is a limit
+
+
+def test_a_zero_budget_is_a_limit_that_allows_no_call() -> None:
+    zero = Budget(max_tokens=0, max_usd=0.0, max_seconds=0, max_tool_calls=0)
+    assert (zero.max_tokens, zero.max_usd, zero.max_seconds, zero.max_tool_calls) == (0, 0, 0, 0)
+    model = ScriptedModel(["never sent"])
+    result = Agent(model, budget=Budget(max_tokens=0)).run_sync("go")
+    assert (result.status, result.stop_reason, model.requests) == ("incomplete", "budget", [])
+    assert result.usage.total_tokens == 0
+
+
+# -- a budget against a model that counts its own tokens ----------------------------------
+
+CHINESE = (
+    "今天早上我们在会议室讨论了新图书馆的计划。大家都认为预算必须在年底之前确定，"  # noqa: RUF001
+    "而且施工应该在冬天到来之前完成。有几位居民问阅览室晚上是否会继续开放；"  # noqa: RUF001
+    "建筑师解释说照明系统已经考虑到了这一点。下午我们又检查了服务器的日志，"  # noqa: RUF001
+    "发现有一些请求失败了，原因是数据库连接超时。"  # noqa: RUF001
+)
+
+
+@tool
+def read_page(page: int) -> str:
+    """Read a page of the Chinese report."""
+    return CHINESE * 7
+
+
+def tokenizer() -> tuple[str, Callable[[str], int]]:
+    """SmolLM2's own tokenizer, else a pessimistic stand-in: one token per UTF-8 byte."""
+    from importlib.util import find_spec
+
+    from loopwise.models.local import default_weights
+
+    path = default_weights()
+    if find_spec("llama_cpp") is None or path is None:
+        return "utf-8 bytes", lambda text: len(text.encode())
+    from llama_cpp import Llama
+
+    vocab: Any = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    return "gguf", lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=True))
+
+
+class CountingModel(ScriptedModel):
+    """Reports usage as a server would: its own tokenizer over the rendered ChatML prompt,
+    independent of loopwise's estimate."""
+
+    def __init__(self, turns: list[Any], count: Callable[[str], int]) -> None:
+        super().__init__(turns)
+        self.count = count
+
+    async def request(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: Any
+    ) -> AssistantMessage:
+        answer = await super().request(messages, tools, settings)
+        prompt = _chatml(messages, tools) + "<|im_start|>assistant\n"
+        reply = _chatml([answer], [])
+        usage = Usage(requests=1, input_tokens=self.count(prompt), output_tokens=self.count(reply))
+        return replace(answer, usage=usage)
+
+
+def _chatml(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str:
+    schemas = [
+        {"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
+    ]
+    out = f"<|im_start|>system\nTools: {json.dumps(schemas)}<|im_end|>\n" if tools else ""
+    for m in messages:
+        if isinstance(m, SystemMessage):
+            out += f"<|im_start|>system\n{m.content}<|im_end|>\n"
+        else:
+            body = "\n".join(_part_text(p) for p in m.parts)
+            out += f"<|im_start|>{m.role}\n{body}<|im_end|>\n"
+    return out
+
+
+def _part_text(part: object) -> str:
+    if isinstance(part, TextPart):
+        return part.text
+    if isinstance(part, ToolResultPart):
+        return part.content
+    if isinstance(part, ToolCallPart):
+        return json.dumps({"name": part.name, "arguments": part.args}, ensure_ascii=False)
+    return ""
+
+
+def test_a_token_budget_holds_against_the_models_own_count_of_chinese() -> None:
+    kind, count = tokenizer()
+    model = CountingModel([call("read_page", page=i) for i in range(20)], count)
+    result = Agent(model, tools=[read_page], budget=Budget(max_tokens=1500)).run_sync("读报告")
+    assert (result.status, result.stop_reason) == ("incomplete", "budget"), kind
+    spent = sum(m.usage.total_tokens for m in result.messages if isinstance(m, AssistantMessage))
+    assert spent == result.usage.total_tokens
+    assert result.usage.total_tokens <= 1500, (kind, result.usage, len(model.requests))

@@ -22,6 +22,7 @@ from ..messages import (
     ToolCallPart,
     ToolDefinition,
 )
+from ..tokens import estimate, tiktoken_counter
 from . import ModelSettings
 from ._constrained import parse_turn
 from ._openai_wire import (
@@ -121,6 +122,12 @@ class OpenAIModel:
             if self._model_name.startswith(prefix):
                 return window
         return None
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens of ``text``: exact for OpenAI's own models when their encoding is
+        available offline (see :func:`loopwise.tokens.tiktoken_counter`), else estimated."""
+        count = tiktoken_counter(self._model_name) if self._provider == "openai" else None
+        return (count or estimate)(text)
 
     @property
     def tool_mode(self) -> str:
