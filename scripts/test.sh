@@ -14,6 +14,9 @@ PY=${PYTHON:-python3}
 # keeps the wheel). The script picks portable build flags where -march=native would crash.
 CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \
   .venv/bin/python -m pip install -q -e ".[dev]"
+# The Berkeley Function Calling Leaderboard's function schemas (data only: its own
+# dependencies pin old numpy and vendor SDKs, and the tests never import it).
+.venv/bin/python -m pip install -q --no-deps "bfcl-eval==2026.3.23"
 echo "== ruff"; .venv/bin/ruff check src tests bench examples
 echo "== mypy (strict, src/ and the type-level tests)"; .venv/bin/mypy && .venv/bin/mypy --strict tests/typed_agent.py
 echo "== pytest"; .venv/bin/pytest -q "$@"

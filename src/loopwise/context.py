@@ -141,6 +141,8 @@ class History:
 
     def use_counter(self, counter: Counter | None) -> None:
         """Count with ``counter`` from now on, recounting the messages already here."""
+        if counter is self.counter:
+            return
         self.counter = counter
         self.counts = [estimate_tokens(m, counter) for m in self.messages]
         self.total = sum(self.counts)

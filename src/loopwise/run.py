@@ -48,6 +48,7 @@ from .output import OutputSpec
 from .repetition import LoopDetector, LoopPolicy
 from .scope import RunScope
 from .state import RunState, has_non_finite
+from .tokens import Counter, counter_for
 from .tools import Tool
 
 __all__ = [
@@ -137,6 +138,8 @@ class RunContext:
     input_text: str = ""
     answer: Any = None
     """The final answer, typed (``state.output`` holds it as JSON data)."""
+    counter: Counter | None = None
+    """The model's own token counter, when it has one offline (else the estimator)."""
     runner: SyncRunner = field(default_factory=SyncRunner)
     """The threads this run's sync tools run on (a hung tool starves no other run)."""
     tool_defs: list[ToolDefinition] = field(default_factory=list)
@@ -147,6 +150,8 @@ class RunContext:
     _wake: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
+        self.counter = counter_for(self.model)  # before capabilities wrap the model
+        self.state.history.use_counter(self.counter)  # recounts once per run start
         self.detector = LoopDetector(self.loop_policy, self.state.loop)
         self._hooks = {h: overriding(self.capabilities, h) for h in HOOKS}
         self._define_tools()
@@ -163,7 +168,7 @@ class RunContext:
         self.tool_defs = [t.definition() for t in self.tools.values()]
         if self.output.tool is not None:
             self.tool_defs.append(self.output.tool)
-        self.tool_tokens = tools_tokens(self.tool_defs)
+        self.tool_tokens = tools_tokens(self.tool_defs, self.counter)
 
     # -- events from hooks and child runs -----------------------------------------------
 
@@ -356,7 +361,7 @@ class RunContext:
             "\n\n" + transcript(messages, max_chars)
         )
         request = [UserMessage.text(prompt)]
-        room = self.context_window - History.of(request).total
+        room = self.context_window - History.of(request, counter=self.counter).total
         settings = ModelSettings(
             max_tokens=max(min(self.context_policy.summary_tokens, room), 1), tool_choice="none"
         )
@@ -421,7 +426,8 @@ class BudgetedModel:
     async def request(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
     ) -> AssistantMessage:
-        estimate = sum(estimate_tokens(m) for m in messages) + tools_tokens(tools)
+        count = counter_for(self.real)
+        estimate = sum(estimate_tokens(m, count) for m in messages) + tools_tokens(tools, count)
         verdict = self.tracker.check_model_call(estimate, settings.max_tokens, step=False)
         if isinstance(verdict, Stop):
             raise ModelError(f"no budget left for this call ({verdict.detail})")

@@ -120,7 +120,7 @@ class RunState:
 
     def copy(self) -> RunState:
         """An independent copy (messages are immutable and shared)."""
-        history = History.of(())
+        history = History.of((), counter=self.history.counter)
         history.messages, history.counts = list(self.history.messages), list(self.history.counts)
         history.total, history.scale = self.history.total, self.history.scale
         spend = replace(self.spend, warned=list(self.spend.warned))
