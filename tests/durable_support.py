@@ -105,6 +105,33 @@ async def wait_until(check: Any, *, within: float = 30.0, what: str = "condition
         await asyncio.sleep(0.02)
 
 
+async def worker_caught_up(engine: DurableEngine, *, within: float = 30.0) -> None:
+    """Return once this process's worker has run a marker run, submitted now, to its end.
+
+    The engine must run one workflow at a time (``concurrency=1``). Its queue is FIFO and
+    DBOS gives the worker's slot back only when a workflow function has returned (cancelled
+    or not), so the marker starts only after the workflow running now and every workflow
+    queued before it have ended: whatever they would have done, they have done, and a test
+    may then assert that something did not happen."""
+    if engine.concurrency != 1:
+        raise AssertionError("worker_caught_up needs an engine with concurrency=1")
+    marker = await engine.submit("worker", "zz")  # no tool calls: one model turn, an answer
+    try:
+        done = await wait_for(engine, marker.id, within=within)
+    except AssertionError as exc:
+        raise AssertionError(f"the worker did not catch up (a workflow holds it): {exc}") from None
+    assert done.status == "completed", done
+
+
+async def workflows_of(engine: DurableEngine, run_id: str) -> dict[str, tuple[str, str | None]]:
+    """DBOS's workflows of the run's segments: workflow id -> (status, executor id); the
+    executor is the one that dequeued and ran the workflow last."""
+    found = await engine._client.list_workflows_async(
+        workflow_id_prefix=run_id, load_input=False, load_output=False
+    )
+    return {w.workflow_id: (w.status, w.executor_id) for w in found}
+
+
 async def assert_events_once(engine: DurableEngine, run_id: str) -> int:
     """Each event stored once, seq 1..N without gaps, ending with run_finished; returns N."""
     stored = await engine.events(run_id, limit=5000)

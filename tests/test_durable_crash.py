@@ -26,6 +26,7 @@ from durable_support import (
     wait_until,
     worker_env,
     workers,
+    workflows_of,
 )
 from figures import figure
 from loopwise.durable import DurableEngine
@@ -118,11 +119,15 @@ async def test_approval_survives_a_full_restart(api: DurableEngine, counts: Path
         # Decided while no worker runs: the decision is kept in the database.
         decided = await api.decide(run.id, "ap-1-0", approve=True)
         assert decided.status == "queued"
-        await asyncio.sleep(0.3)
-        assert calls("tool delete") == []
+        resumed = f"{run.id}.1"  # the next segment's workflow, queued with the decision
+        assert (await workflows_of(api, run.id))[resumed][0] == "ENQUEUED"
         await asyncio.to_thread(pool.start, "w2")
         done = await wait_for(api, run.id)
     assert done.status == "completed"
+    # Nothing ran the approved call before a worker came back: the segment holding it was
+    # dequeued and run by w2 (started after the window with no worker), and it ran once.
+    # (Segment 0 may have been killed before DBOS marked it done, so it is not checked.)
+    assert (await workflows_of(api, run.id))[resumed] == ("SUCCESS", "w2")
     assert calls("tool delete") == ["tool delete ap-1-0 ap.1.0 approved=True"]
     assert model_turns("ap") == {"0": 1, "1": 1, "2": 1, "3": 1}  # none re-ran
     assert tool_calls("ap") == {"ap-0-0": 1, "ap-1-0": 1, "ap-2-0": 1}

@@ -6,12 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from durable_agents import agents, arm, calls, is_ready
-from durable_support import assert_events_once, baseline, sqlite_url, wait_for, wait_until
+from durable_support import (
+    assert_events_once,
+    baseline,
+    sqlite_url,
+    wait_for,
+    wait_until,
+    worker_caught_up,
+    workflows_of,
+)
 from figures import figure
 from loopwise.durable import Conflict, DurableEngine, InvalidArguments, NotFound
 from loopwise.durable.heartbeat import ExecutorSlot
@@ -29,13 +38,13 @@ def count_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture
-async def engine(tmp_path: Path, count_dir: Path) -> AsyncIterator[DurableEngine]:
+@asynccontextmanager
+async def started(tmp_path: Path, concurrency: int) -> AsyncIterator[DurableEngine]:
     eng = DurableEngine(
         agents,
         database=sqlite_url(tmp_path),
         executor_id="in-process",
-        concurrency=8,
+        concurrency=concurrency,
         poll_seconds=0.05,
         heartbeat_seconds=0.5,
         dead_after_seconds=2,
@@ -45,6 +54,20 @@ async def engine(tmp_path: Path, count_dir: Path) -> AsyncIterator[DurableEngine
         yield eng
     finally:
         await eng.stop()
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, count_dir: Path) -> AsyncIterator[DurableEngine]:
+    async with started(tmp_path, concurrency=8) as eng:
+        yield eng
+
+
+@pytest.fixture
+async def serial(tmp_path: Path, count_dir: Path) -> AsyncIterator[DurableEngine]:
+    """One workflow at a time, so a test can wait for the worker to catch up
+    (:func:`durable_support.worker_caught_up`) before asserting that nothing happened."""
+    async with started(tmp_path, concurrency=1) as eng:
+        yield eng
 
 
 async def test_a_run_completes_with_each_event_stored_once(
@@ -121,7 +144,8 @@ async def test_the_same_idempotency_key_twenty_times_makes_one_run(engine: Durab
     figure("idempotency: 20 concurrent submits with one key (one process) -> runs created = 1")
 
 
-async def test_no_decision_means_the_gated_call_never_runs(engine: DurableEngine) -> None:
+async def test_no_decision_means_the_gated_call_never_runs(serial: DurableEngine) -> None:
+    engine = serial
     run = await engine.submit("worker", "a1 note delete note")
     paused = await wait_for(engine, run.id, {"input_required"})
     [pending] = paused.pending_approvals
@@ -131,9 +155,12 @@ async def test_no_decision_means_the_gated_call_never_runs(engine: DurableEngine
         "requires_approval",
     )
     assert pending.arguments == {"path": "a1.1.0"}
-    await asyncio.sleep(0.3)
+    # The paused segment's workflow has returned and all that was queued before the marker
+    # has run: the gated call had every chance to run, and did not; no segment followed.
+    await worker_caught_up(engine)
     assert calls("tool delete") == []
     assert (await engine.get(run.id)).status == "input_required"
+    assert await workflows_of(engine, run.id) == {run.id: ("SUCCESS", "in-process")}
     types = [e.type for e in await engine.events(run.id)]
     assert types[-2:] == ["approval_requested", "run_finished"]
 
@@ -177,14 +204,19 @@ async def test_reject_tells_the_model_and_the_tool_never_runs(engine: DurableEng
     assert results[0].is_error and "rejected by the user: keep it" in results[0].content
 
 
-async def test_two_pending_calls_each_need_their_own_decision(engine: DurableEngine) -> None:
+async def test_two_pending_calls_each_need_their_own_decision(serial: DurableEngine) -> None:
+    engine = serial
     run = await engine.submit("worker", "a3 delete*2")
     paused = await wait_for(engine, run.id, {"input_required"})
     assert [p.call_id for p in paused.pending_approvals] == ["a3-0-0", "a3-0-1"]
     after_one = await engine.decide(run.id, "a3-0-1", approve=True)
     assert after_one.status == "input_required"
-    await asyncio.sleep(0.3)
+    # The worker has run all that was queued by the first decision: the approved call had
+    # its chance to run before the other decision, and did not; no segment followed.
+    await worker_caught_up(engine)
     assert calls("tool delete") == []
+    assert (await engine.get(run.id)).status == "input_required"
+    assert await workflows_of(engine, run.id) == {run.id: ("SUCCESS", "in-process")}
     await engine.decide(run.id, "a3-0-0", approve=False)
     done = await wait_for(engine, run.id)
     assert done.status == "completed"
@@ -198,7 +230,8 @@ async def test_approval_smuggled_in_the_arguments_is_refused(engine: DurableEngi
     figure("approval binding (in-process): 6 variants, gated executions without a decision = 0")
 
 
-async def test_cancel_a_parked_run_and_a_running_one(engine: DurableEngine) -> None:
+async def test_cancel_a_parked_run_and_a_running_one(serial: DurableEngine) -> None:
+    engine = serial
     parked = await engine.submit("worker", "c1 delete")
     await wait_for(engine, parked.id, {"input_required"})
     cancelled = await engine.cancel(parked.id)
@@ -214,8 +247,14 @@ async def test_cancel_a_parked_run_and_a_running_one(engine: DurableEngine) -> N
     running = await engine.submit("worker", "c2 note note note")
     await wait_until(lambda: is_ready("tool-c2-1-0"), what="the tool to block")
     await engine.cancel(running.id)
-    await asyncio.sleep(0.5)
+    # DBOS preempts the blocked step at its next cancellation poll (within 1 s); the marker
+    # starts only once the cancelled workflow has returned, so the run had its chance to go
+    # on to turn 2, and did not.
+    await worker_caught_up(engine, within=15)
+    assert len(calls("tool note c2-1-0")) == 1
+    assert calls("model c2 2") == []
     assert (await engine.get(running.id)).status == "cancelled"
+    assert (await workflows_of(engine, running.id))[running.id][0] == "CANCELLED"
     stored = await engine.events(running.id)
     assert stored[-1].type == "run_finished" and stored[-1].data["status"] == "cancelled"
     await assert_events_once(engine, running.id)
