@@ -46,6 +46,7 @@ from .run import (
     RunContext,
     Stopped,
     TimedOut,
+    Wake,
     checked,
 )
 
@@ -53,7 +54,7 @@ __all__ = ["run_loop", "step"]
 
 logger = logging.getLogger("loopwise")
 
-Item = Event | Outcome
+Item = Event | Outcome | Wake
 
 
 async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncIterator[Event]:
@@ -71,7 +72,7 @@ async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncItera
                     yield await _seen(run, event)
                 if isinstance(item, Continue | Final | Paused | Stopped | Failed):
                     outcome = item
-                else:
+                elif not isinstance(item, Wake):
                     yield await _seen(run, item)
             phase = step(run)
     except (GeneratorExit, asyncio.CancelledError):

@@ -30,13 +30,13 @@ from .messages import (
     UserPart,
 )
 from .output import FINAL_ANSWER_TOOL, InvalidOutput
-from .run import Continue, Failed, Outcome, Paused, RunContext, Stopped
+from .run import WAKE, Continue, Failed, Outcome, Paused, RunContext, Stopped, Wake
 from .state import PendingCall
 from .tools import render_validation_error
 
 __all__ = ["close_open_calls", "output_retry", "resume_calls", "run_calls"]
 
-Item = Event | Outcome
+Item = Event | Outcome | Wake
 NO_DECISION = "no decision was given for this call before the conversation went on"
 
 
@@ -220,8 +220,8 @@ async def run_calls(
         _what_ran(run, batch)
         for event in _called(run, batch):
             yield event
-        async for event in _run_batch(run, batch):
-            yield event
+        async for wake in _run_batch(run, batch):
+            yield wake
         for o in batch.outcomes:
             if o.started and o.result is not None:
                 assert o.tool is not None
@@ -286,7 +286,7 @@ def _resulted(run: RunContext, o: CallOutcome) -> ToolResulted:
     )
 
 
-async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Event]:
+async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Wake]:
     """Run the batch under the run's guard; events of child runs are passed on live."""
     if not any(o.result is None and not o.pending for o in batch.outcomes):
         return
@@ -310,10 +310,8 @@ async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Event]:
             await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             wake.clear()
-            for event in run.drain():
-                yield event
-        for event in run.drain():
-            yield event
+            yield WAKE  # the loop passes on what child runs emitted, in order
+        yield WAKE
         work.result()
     finally:
         run._wake = None

@@ -63,6 +63,7 @@ __all__ = [
     "RunContext",
     "Stopped",
     "TimedOut",
+    "Wake",
 ]
 
 
@@ -103,6 +104,14 @@ class Failed:
 
 
 Outcome: TypeAlias = Continue | Final | Paused | Stopped | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Not an outcome: events were queued (by child runs) while tools ran; pass them on."""
+
+
+WAKE = Wake()
 
 
 class Cancelled(Exception):
