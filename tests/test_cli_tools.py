@@ -14,7 +14,7 @@ import pytest
 from loopwise import ApprovalRequest, Approve, Reject, UsageError
 from loopwise.cli.toolsets import TerminalApprover, ToolSpec, parse_tool_specs
 
-AGENTS = '''
+AGENTS = """
 from loopwise import Agent
 from loopwise.models.testing import ScriptedModel, call
 
@@ -29,7 +29,7 @@ writer = Agent(
     )
 )
 coder = Agent(ScriptedModel([call("run_python", code="print(6 * 7)"), "Done."]))
-'''
+"""
 
 
 def run_cli(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -136,6 +136,10 @@ def test_python_tool_runs_in_the_sandbox(project: Path) -> None:
             raise
         pytest.skip(f"no sandbox here: {exc}")
     ws = project / "ws"
-    done = run_cli(project, "--agent=cli_tool_agents:coder", "--tools=python", f"--workspace={ws}")
+    coder = "--agent=cli_tool_agents:coder"
+    waiting = run_cli(project, coder, "--tools=python", f"--workspace={ws}")
+    assert waiting.returncode == 4, waiting.stderr  # code runs only after a decision
+    assert "approval is needed for" in waiting.stderr and "(run_python)" in waiting.stderr
+    done = run_cli(project, coder, "--tools=python", f"--workspace={ws}", "--approve=yes")
     assert done.returncode == 0, done.stderr
     assert "42" in done.stderr

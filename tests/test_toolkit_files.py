@@ -153,11 +153,13 @@ def test_write_creates_parents_append_and_replace(ws: Path) -> None:
     assert run(tools, "write_file", path="a/b/c.txt", content="one\n") == (
         "Created a/b/c.txt (4 bytes)."
     )
-    assert run(tools, "append_file", path="a/b/c.txt", content="two\n") == (
+    with pytest.raises(ModelRetry, match="adding to it needs approval"):
+        run(tools, "append_file", path="a/b/c.txt", content="two\n")
+    assert run(tools, "append_file", path="a/b/c.txt", content="two\n", approved=True) == (
         "Appended 4 bytes to a/b/c.txt (now 8 bytes)."
     )
     assert (ws / "a" / "b" / "c.txt").read_text() == "one\ntwo\n"
-    assert run(tools, "append_file", path="new/log.txt", content="x").startswith("Appended")
+    assert run(tools, "append_file", path="new/log.txt", content="x").startswith("Created")
     (ws / "a" / "b" / "c.txt").chmod(0o600)
     assert run(tools, "write_file", path="a/b/c.txt", content="3", approved=True) == (
         "Replaced a/b/c.txt (1 bytes)."

@@ -1,4 +1,8 @@
-"""``loopwise run --tools ...``: built-in toolkits by name, and approval on the terminal."""
+"""``loopwise run --tools ...``: built-in toolkits by name, and approval on the terminal.
+
+Every built-in tool that changes or deletes something asks first: overwriting, appending
+to or deleting a file, and running Python or shell code (``--approve`` says how).
+"""
 
 from __future__ import annotations
 
@@ -74,10 +78,10 @@ def _toolkit(spec: ToolSpec, workspace: Path | None, allow_hosts: Sequence[str])
             return toolkits.http(allow=list(allow_hosts))
         case "git":
             return toolkits.git(where)
-        case "python":
-            return toolkits.python(workspace=where)
+        case "python":  # code can change or delete any workspace file: ask first
+            return toolkits.python(workspace=where, requires_approval=True)
         case "shell":
-            return toolkits.shell(workspace=where)
+            return toolkits.shell(workspace=where, requires_approval=True)
         case "scripts":
             return toolkits.scripts(where)
         case "system":

@@ -7,6 +7,8 @@
 
 With no ``sandbox`` given, :func:`loopwise.sandbox.default_sandbox` is resolved on the
 first call; when no backend works the call returns an error naming what to install.
+``requires_approval`` (a bool, or a predicate on the call's arguments) pauses the run for a
+human decision before code runs; the ``loopwise`` command turns it on for both tools.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelRetry
 from ..sandbox import Limits, Sandbox, SandboxResult, SandboxUnavailable, default_sandbox
-from ..tools import Tool, tool
+from ..tools import ApprovalRule, Tool, ToolContext, tool
 
 __all__ = ["DEFAULT_LIMITS", "python", "shell"]
 
@@ -96,13 +99,34 @@ def _common_notes(runner: _Runner) -> str:
     )
 
 
+def _check_approved(
+    rule: ApprovalRule, ctx: ToolContext[Any] | None, name: str, args: dict[str, Any]
+) -> None:
+    """Refuse a call that needed a human decision and did not get one (defence in depth)."""
+    if ctx is not None and ctx.approved:
+        return
+    try:
+        needed = rule if isinstance(rule, bool) else bool(rule(args))
+    except Exception:
+        needed = True
+    if needed:
+        raise ModelRetry(
+            f"Running {name} needs a human approval it did not get; do not retry, "
+            "tell the user what you wanted to run."
+        )
+
+
 def python(
     sandbox: Sandbox | None = None,
     *,
     workspace: Path | str,
     limits: Limits | None = None,
+    requires_approval: ApprovalRule = False,
 ) -> list[Tool]:
-    """A ``run_python`` tool executing Python 3 code in ``sandbox`` (default: found on use)."""
+    """A ``run_python`` tool executing Python 3 code in ``sandbox`` (default: found on use).
+
+    ``requires_approval``: True (or a predicate on ``{"code": ...}``) asks a human first.
+    """
     runner = _Runner(sandbox, workspace, limits)
     description = (
         "Run a Python 3 program and return what it printed. Use print() to show results; "
@@ -114,13 +138,15 @@ def python(
         description=description,
         idempotent=False,
         max_output_chars=runner.max_output_chars,
+        requires_approval=requires_approval,
     )
-    async def run_python(code: str) -> str:
+    async def run_python(ctx: ToolContext[Any], code: str) -> str:
         """Run Python code.
 
         Args:
             code: The complete Python 3 program to run (source text, not a file name).
         """
+        _check_approved(requires_approval, ctx, "run_python", {"code": code})
         return await runner.run(["python3", "-"], stdin=code.encode("utf-8"))
 
     return [run_python]
@@ -131,8 +157,12 @@ def shell(
     *,
     workspace: Path | str,
     limits: Limits | None = None,
+    requires_approval: ApprovalRule = False,
 ) -> list[Tool]:
-    """A ``run_shell`` tool running ``/bin/sh -c COMMAND`` in ``sandbox``."""
+    """A ``run_shell`` tool running ``/bin/sh -c COMMAND`` in ``sandbox``.
+
+    ``requires_approval``: True (or a predicate on ``{"command": ...}``) asks a human first.
+    """
     runner = _Runner(sandbox, workspace, limits)
     description = (
         "Run a POSIX shell command line (/bin/sh -c) and return its output. Common "
@@ -144,13 +174,15 @@ def shell(
         description=description,
         idempotent=False,
         max_output_chars=runner.max_output_chars,
+        requires_approval=requires_approval,
     )
-    async def run_shell(command: str) -> str:
+    async def run_shell(ctx: ToolContext[Any], command: str) -> str:
         """Run a shell command.
 
         Args:
             command: The command line, run by /bin/sh -c in /workspace.
         """
+        _check_approved(requires_approval, ctx, "run_shell", {"command": command})
         return await runner.run(["/bin/sh", "-c", command])
 
     return [run_shell]

@@ -3,7 +3,7 @@
 Use them as ``Agent(model, tools=files("./workspace"))``. Every path is resolved and checked
 to stay inside the workspace, then opened without following symbolic links (see
 :mod:`loopwise.toolkits._paths`). Overwriting and deleting wait for a human decision by
-default; creating a new file does not.
+default, and so does appending to an existing file; creating a new file does not.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def files(
     """File tools for an agent, confined to the directory ``workspace``.
 
     Returns ``read_file``, ``list_dir``, ``find_files`` and ``grep``, plus ``write_file``,
-    ``append_file`` and ``delete_file`` unless ``read_only``. Overwriting an existing file
-    (``approve_overwrite``) and deleting (``approve_delete``) pause the run for approval.
+    ``append_file`` and ``delete_file`` unless ``read_only``. Changing an existing file by
+    overwriting or appending (``approve_overwrite``) and deleting (``approve_delete``) pause
+    the run for approval.
     ``max_read_chars`` is the page size of ``read_file``; ``max_write_bytes`` bounds one
     write. Files with several names (hard links) are refused unless ``allow_hardlinks``:
     one may be a link to a file outside the workspace. ``find_files`` and ``grep`` do not
@@ -69,7 +70,7 @@ def files(
         return reading
     writing = [
         _write_tool(ws, approve_overwrite, max_write_bytes),
-        _append_tool(ws, max_write_bytes),
+        _append_tool(ws, approve_overwrite, max_write_bytes),
         _delete_tool(ws, approve_delete),
     ]
     return reading[:1] + writing + reading[1:]
@@ -103,14 +104,20 @@ def _read_tool(ws: Workspace, max_chars: int) -> Tool:
     return tool(max_output_chars=max_chars + 300)(read_file)
 
 
-def _write_tool(ws: Workspace, approve_overwrite: bool, max_bytes: int) -> Tool:
-    def overwrites(args: dict[str, Any]) -> bool:
+def _existing_file_rule(ws: Workspace) -> Any:
+    """The approval rule of a change to an existing file: True when ``path`` is one."""
+
+    def changes_existing(args: dict[str, Any]) -> bool:
         try:
             target = ws.resolve(args["path"])
         except ModelRetry:
             return False  # refused by the tool itself: nothing to approve
         return ws.kind(target) == "file"  # anything else is refused by the tool itself
 
+    return changes_existing
+
+
+def _write_tool(ws: Workspace, approve_overwrite: bool, max_bytes: int) -> Tool:
     def write_file(ctx: ToolContext[Any], path: str, content: str) -> str:
         """Write text to a file in the workspace, creating it and missing parent directories.
 
@@ -128,17 +135,21 @@ def _write_tool(ws: Workspace, approve_overwrite: bool, max_bytes: int) -> Tool:
             if may_replace:
                 replaced = _replace_at(ws, dfd, target, data)
             else:
-                _create_at(ws, dfd, target, data)
+                _create_at(ws, dfd, target, data, "write_file")
                 replaced = False
         verb = "Replaced" if replaced else "Created"
         return f"{verb} {target.rel} ({len(data)} bytes)."
 
-    return tool(requires_approval=overwrites if approve_overwrite else False)(write_file)
+    rule = _existing_file_rule(ws) if approve_overwrite else False
+    return tool(requires_approval=rule)(write_file)
 
 
-def _append_tool(ws: Workspace, max_bytes: int) -> Tool:
-    def append_file(path: str, content: str) -> str:
+def _append_tool(ws: Workspace, approve_append: bool, max_bytes: int) -> Tool:
+    def append_file(ctx: ToolContext[Any], path: str, content: str) -> str:
         """Append text to the end of a file in the workspace, creating it if it is missing.
+
+        Creating a new file needs no approval; adding to an existing one may wait for a
+        human decision.
 
         Args:
             path: File path relative to the workspace root, e.g. "logs/notes.txt".
@@ -146,6 +157,10 @@ def _append_tool(ws: Workspace, max_bytes: int) -> Tool:
         """
         data = _encode(content, path, max_bytes)
         target = ws.resolve(path)
+        if approve_append and not ctx.approved:
+            with ws.open_dir(target.parent, path, create=True) as dfd:
+                _create_at(ws, dfd, target, data, "append_file")
+            return f"Created {target.rel} ({len(data)} bytes)."
         fd = ws.open_file(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, create_parents=True)
         try:
             _write_all(fd, data)
@@ -156,7 +171,8 @@ def _append_tool(ws: Workspace, max_bytes: int) -> Tool:
             os.close(fd)
         return f"Appended {len(data)} bytes to {target.rel} (now {size} bytes)."
 
-    return tool(idempotent=False)(append_file)
+    rule = _existing_file_rule(ws) if approve_append else False
+    return tool(requires_approval=rule, idempotent=False)(append_file)
 
 
 def _delete_tool(ws: Workspace, approve_delete: bool) -> Tool:
@@ -327,7 +343,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _create_at(ws: Workspace, dfd: int, target: Target, data: bytes) -> None:
+def _create_at(ws: Workspace, dfd: int, target: Target, data: bytes, tool_name: str) -> None:
     """Create a new file; an existing one (even one that appeared just now) is refused."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -336,9 +352,10 @@ def _create_at(ws: Workspace, dfd: int, target: Target, data: bytes) -> None:
         existing = lstat_at(dfd, target.name)
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             ws.check_stat(existing, target.path)
+        change = "replacing" if tool_name == "write_file" else "adding to"
         raise ModelRetry(
-            f"{shown(target.path)} already exists and replacing it needs approval; call "
-            "write_file again to ask for it, or use append_file to add to the end."
+            f"{shown(target.path)} already exists and {change} it needs approval; call "
+            f"{tool_name} again to ask for it."
         ) from None
     try:
         _write_all(fd, data)
