@@ -288,22 +288,23 @@ def _resulted(run: RunContext, o: CallOutcome) -> ToolResulted:
 
 async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Wake]:
     """Run the batch under the run's guard; events of child runs are passed on live."""
-    if not any(o.result is None and not o.pending for o in batch.outcomes):
+    runnable = [o for o in batch.outcomes if o.result is None and not o.pending]
+    if not runnable:
+        return
+    prepared = run_prepared(
+        batch,
+        run_id=run.run_id,
+        step=run.state.steps,
+        deps=run.deps,
+        metadata=run.metadata,
+        runner=run.runner,
+        scope=run.scope(),
+    )
+    if all(o.tool is not None and o.tool.context_param is None for o in runnable):
+        await run.guard(prepared)  # no tool can start a child run: nothing to pass on live
         return
     wake = run._wake = asyncio.Event()
-    work = asyncio.ensure_future(
-        run.guard(
-            run_prepared(
-                batch,
-                run_id=run.run_id,
-                step=run.state.steps,
-                deps=run.deps,
-                metadata=run.metadata,
-                runner=run.runner,
-                scope=run.scope(),
-            )
-        )
-    )
+    work = asyncio.ensure_future(run.guard(prepared))
     try:
         while not work.done():
             waiter = asyncio.ensure_future(wake.wait())

@@ -89,14 +89,34 @@ _LOWER_WEIGHTS = ((b"aaa", 0.3), (b"a" * 12, 3.0))  # longer words, and very lon
 _WORD = 1.0  # each run of ASCII letters
 
 
+def _weight_table() -> bytes:
+    """Each class byte's weight in twentieths of a token (single-byte classes only)."""
+    table = bytearray(256)
+    for pattern, weight in _WEIGHTS:
+        if len(pattern) == 1:
+            table[pattern[0]] = round(weight * 20)
+    return bytes(table)
+
+
+_TWENTIETHS = _weight_table()
+_RUNS = tuple((p, w) for p, w in _WEIGHTS if len(p) > 1)
+_SHORT = 8  # bytes: a byte-level tokenizer makes at most one token a byte
+
+
 def estimate(text: str) -> int:
     """A conservative token count of ``text`` (at least the real one for common kinds)."""
     if not text:
         return 0
-    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
-    total = sum(classes.count(pattern) * weight for pattern, weight in _WEIGHTS)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= _SHORT:
+        return len(raw)
+    classes = raw.translate(_CLASSES)
+    total = sum(classes.translate(_TWENTIETHS)) / 20
+    for pattern, weight in _RUNS:
+        total += classes.count(pattern) * weight
     lower = classes.translate(_LOWER)
-    total += sum(lower.count(pattern) * weight for pattern, weight in _LOWER_WEIGHTS)
+    for pattern, weight in _LOWER_WEIGHTS:
+        total += lower.count(pattern) * weight
     words = classes.translate(_WORDS)
     total += (words.count(b" L") + (words[:1] == b"L")) * _WORD
     return max(1, math.ceil(total))
