@@ -4,9 +4,11 @@ trees, and regular expressions that backtrack (classes 17, 18, 20 and 21)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from loopwise.models.testing import ScriptedModel, call
 from loopwise.sandbox import Limits, SandboxResult
 from loopwise.toolkits.code import python, shell
 from loopwise.toolkits.files import files
+from loopwise.toolkits.system import system
 
 
 def by_name(tools: list[Tool]) -> dict[str, Tool]:
@@ -221,3 +224,203 @@ def test_code_tools_take_an_approval_rule(tmp_path: Path) -> None:
     assert paused.status == "input_required" and len(fake.calls) == 1
     denied = asyncio.run(agent.resume(paused, {paused.pending_approvals[0].call_id: Reject("no")}))
     assert denied.status == "completed" and len(fake.calls) == 1
+
+
+# --- class 21: regular expressions from the model run in linear time ----------------------
+
+REGEX_CHILD = r"""
+import asyncio, json, sys, time
+from pathlib import Path
+from loopwise import Agent, ToolResultPart
+from loopwise.models.testing import ScriptedModel, call
+from loopwise.toolkits.files import files
+from loopwise.toolkits.system import system
+
+ws, grep_patterns, glob_patterns, log_patterns = Path(sys.argv[1]), *json.loads(sys.argv[2])
+steps = [
+    [call("grep", pattern="(a|a)*c", path="a.txt") for _ in range(6)],
+    [call("grep", pattern=p, path=".", glob="*.txt") for p in grep_patterns],
+    [call("find_files", pattern=p) for p in glob_patterns],
+    [call("grep_log", path="a.txt", pattern=p) for p in log_patterns],
+    "Done.",
+]
+model = ScriptedModel(steps)
+agent = Agent(model, tools=[*files(ws), *system(log_dirs=[ws])])
+
+async def main():
+    gaps, done = [0.0], asyncio.Event()
+
+    async def tick():
+        while not done.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - before - 0.01)
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    result = await agent.run("search")
+    elapsed = time.monotonic() - started
+    done.set()
+    await ticker
+    seen = [
+        [p.content for p in r.messages[-1].parts if isinstance(p, ToolResultPart)]
+        for r in model.requests[1:]
+    ]
+    print(json.dumps({"status": result.status, "elapsed": elapsed, "gap": max(gaps), "seen": seen}))
+
+asyncio.run(main())
+"""
+GREP_ATTACKS = [
+    "(a+)+$", "(.*a){20}", "(a|aa)+$", "((a*)*)*c", "(a{1,30}){1,30}c", "(a|a?)+c",
+    r"(\w+\s?)*$", "^(([a-z])+.)+[A-Z]([a-z])+$", "(x+x+)+y", "(a*)*(a*)*(a*)*c",
+]  # fmt: skip
+REFUSED = ["a{1000}{1000}", "(a{999}){999}", "(a)\\1c", "(?=a)+c", "(?>a+)+c", "a*+c", "(?x) a"]
+GLOB_ATTACKS = ["*a*a*a*a*a*a*a*a*a*a*a*a*b", "**/**/**/**/**/**/**/**/**/b", "**a**a**a**a**a**b"]
+LOG_ATTACKS = ["(a|a)*c", "(a+)+$", "(a|aa)+$", "((a*)*)*c"]
+
+
+def test_backtracking_patterns_run_in_linear_time_and_the_loop_keeps_ticking(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.txt").write_text("a" * 30_000 + "\n" + ("a" * 1_999 + "\n") * 15)
+    deep = tmp_path.joinpath(*["a" * 20] * 30)
+    deep.mkdir(parents=True)
+    (deep / ("a" * 200)).write_text("x")
+    attacks = [GREP_ATTACKS + REFUSED, GLOB_ATTACKS, LOG_ATTACKS]
+    argv = [sys.executable, "-c", REGEX_CHILD, str(tmp_path), json.dumps(attacks)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "completed"
+    six, greps, globs, logs = out["seen"]
+    assert all(r.startswith("No matches for '(a|a)*c'") for r in six)
+    assert len(greps) == len(GREP_ATTACKS) + len(REFUSED)
+    for pattern, result in zip(GREP_ATTACKS + REFUSED, greps, strict=True):
+        print(f"{pattern!r}: {result.splitlines()[0][:150]}")
+        if pattern in REFUSED:
+            assert result.startswith("ERROR") and "The regular expression" in result, result
+        else:
+            assert not result.startswith("ERROR"), result
+    assert all(not r.startswith("ERROR") for r in globs + logs), globs + logs
+    assert all("time limit" not in r for r in logs)
+    assert out["gap"] < 0.2 and out["elapsed"] < 10, out
+    held = len(six) + len(greps) + len(globs) + len(logs)
+    figure(
+        f"backtracking regex: {held} calls (6 parallel '(a|a)*c' greps on 30 KB of 'a', "
+        f"{len(GREP_ATTACKS)} grep, {len(GLOB_ATTACKS)} glob, {len(LOG_ATTACKS)} grep_log "
+        f"variants, {len(REFUSED)} refused with a sentence), all held: {out['elapsed']:.2f} s "
+        f"in all, longest event-loop gap {out['gap'] * 1000:.0f} ms"
+    )
+
+
+def test_python_spellings_are_translated_for_re2(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("café\nend\nAbc\nx{,3}\nxxxx\n")
+    grep = by_name(files(tmp_path))["grep"]
+    found = {
+        p: direct(grep, pattern=p, path="t.txt", ignore_case=p.startswith("ab"))
+        for p in ("caf\\u00e9", "end\\Z", "abc", "^x{,3}$", "[]x]{4}")
+    }
+    assert found == {
+        "caf\\u00e9": "t.txt:1: café",
+        "end\\Z": "t.txt:2: end",
+        "abc": "t.txt:3: Abc",
+        "^x{,3}$": "No matches for '^x{,3}$' in t.txt (1 files searched).",  # 0 to 3 x's
+        "[]x]{4}": "t.txt:5: xxxx",
+    }
+    with pytest.raises(ModelRetry, match="over the limit of 2000"):
+        direct(grep, pattern="a" * 2001)
+
+
+# --- class 20: deep or huge trees -----------------------------------------------------------
+
+
+def make_deep(root: Path, depth: int, name: str = "d") -> str:
+    """A chain of ``depth`` directories (made through descriptors: no path gets too long),
+    with needle.txt at the bottom; returns its path relative to ``root``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        leaf = os.open("needle.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"needle\n")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    return "/".join([name] * depth + ["needle.txt"])
+
+
+def test_a_1200_deep_tree_and_a_1200_link_chain_are_bounded(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    needle = make_deep(ws, 1_200)
+    for i in range(1_200):  # l0 -> l1 -> ... -> l1199 -> real.txt
+        (ws / f"l{i}").symlink_to(f"l{i + 1}" if i < 1_199 else "real.txt")
+    (ws / "real.txt").write_text("real\n")
+    tools = by_name(files(ws))
+    assert direct(tools["read_file"], path=needle) == "needle\n"
+    assert direct(tools["list_dir"], path=needle.rsplit("/", 1)[0]).endswith(
+        "needle.txt  (file, 7 bytes)"
+    )
+    found = direct(tools["find_files"], pattern="**/needle.txt")
+    assert found.startswith("No paths match") and "deeper than 64 levels were not entered" in found
+    near = needle.rsplit("/", 11)[0]  # ten levels above the file
+    assert direct(tools["find_files"], pattern="**/needle.txt", path=near) == needle
+    grepped = direct(tools["grep"], pattern="needle")
+    assert "deeper than 64 levels were not entered" in grepped
+    assert direct(tools["grep"], pattern="needle", path=near) == f"{needle}:1: needle"
+    refused = 0
+    for t, args in (
+        ("read_file", {"path": "l0"}),
+        ("append_file", {"path": "l0", "content": "x"}),
+        ("list_dir", {"path": "l0"}),
+        ("grep", {"pattern": "x", "path": "l0"}),
+        ("find_files", {"pattern": "*", "path": "l0"}),
+    ):
+        with pytest.raises(ModelRetry, match="symbolic link"):
+            direct(tools[t], approved=True, **args)
+        refused += 1
+    assert direct(tools["read_file"], path="l1180") == "real\n"  # 20 links: allowed
+    assert "l0  (link)" in direct(tools["list_dir"])
+    figure(
+        f"deep trees: a 1200-deep directory through 4 file tools and a 1200-link chain "
+        f"through {refused} tools, RecursionError: 0 (depth note shown, links refused)"
+    )
+
+
+def test_list_logs_walks_a_deep_log_directory(tmp_path: Path) -> None:
+    make_deep(tmp_path, 1_200)
+    (tmp_path / "top.log").write_text("x\n")
+    [list_logs] = [t for t in system(log_dirs=[tmp_path]) if t.name == "list_logs"]
+    shown = direct(list_logs, pattern="*")
+    assert shown.startswith(f"{tmp_path / 'top.log'}\t") and "stopped after listing" in shown
+
+
+def test_100000_files_are_cut_with_a_note(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(100_000):
+        os.close(os.open(f"f{i:06}.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    tools = by_name(files(tmp_path))
+    started = time.monotonic()
+    found = direct(tools["find_files"], pattern="**/*.txt").splitlines()
+    grepped = direct(tools["grep"], pattern="x").splitlines()
+    listed = direct(tools["list_dir"]).splitlines()
+    elapsed = time.monotonic() - started
+    assert (
+        len(found) == 502
+        and found[-1] == "[search stopped after 50000 entries; narrow the path or pattern]"
+    )
+    assert found[-2] == "[49500 more matches not shown; use a narrower pattern or path]"
+    assert grepped == [
+        "No matches for 'x' in . (50000 files searched).",
+        "[search stopped after 50000 entries; narrow the path or pattern]",
+    ]
+    assert listed[0] == "./ (over 10000 entries)" and listed[-1].startswith("[over 9500 more")
+    assert elapsed < 20
+    figure(
+        "huge trees: 100000 files through find_files, grep, list_dir: cut with a note "
+        f"in {elapsed:.1f} s"
+    )

@@ -1,13 +1,12 @@
 """Searching the workspace for ``find_files`` and ``grep``: glob patterns and a bounded grep.
 
 Walks never follow symbolic links (see :meth:`Workspace.walk`). ``grep`` is bounded in
-matches, file size, bytes scanned, line length and time, and refuses regular expressions
-with nested unbounded repeats (``(a+)+``), whose backtracking can take exponential time.
+matches, file size, bytes scanned, line length and time. Its patterns and the globs are
+matched by RE2 in linear time (see :mod:`._regex`): no pattern can backtrack for hours.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import stat
@@ -15,10 +14,10 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import ModelRetry
 from ._paths import READ_FLAGS, Target, Walk, Workspace, shown
+from ._regex import Regex, compile_glob, compile_pattern
 
 __all__ = ["SKIP_DIRS", "find_paths", "glob_regex", "grep_text", "walk_limits"]
 
@@ -39,7 +38,7 @@ SHOW_LINE_CHARS = 300
 MAX_SECONDS = 10.0
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> Regex:
     """A regex for a glob: ``*`` and ``?`` stay within one level, ``**`` spans levels."""
     out: list[str] = []
     i = 0
@@ -62,12 +61,9 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(_char_class(pattern[i + 1 : end]))
             i = end
         else:
-            out.append(re.escape(c))
+            out.append(c if c.isalnum() or c == "_" else f"\\x{{{ord(c):x}}}")
         i += 1
-    try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error as exc:
-        raise ModelRetry(f"The glob {shown(pattern)} is invalid ({exc}); fix it.") from None
+    return compile_glob("".join(out), pattern)
 
 
 def _char_class(body: str) -> str:
@@ -128,9 +124,7 @@ def find_paths(ws: Workspace, dfd: int, rel: str, pattern: str, limits: Walk) ->
         lines = results
     if more:
         lines.append(f"[{more} more matches not shown; use a narrower pattern or path]")
-    if limits.stopped:
-        lines.append(f"[search stopped after {limits.max_entries} entries; narrow the path]")
-    return "\n".join(lines + _skipped_note(limits))
+    return "\n".join(lines + limits.notes() + _skipped_note(limits))
 
 
 def grep_text(
@@ -144,7 +138,8 @@ def grep_text(
     skip_dirs: frozenset[str] = SKIP_DIRS,
 ) -> str:
     """Lines matching ``pattern`` in the file ``target`` (``dfd`` None) or below ``dfd``."""
-    scan = _Grep(_compile(pattern, ignore_case), min(max(max_matches, 1), MAX_GREP_MATCHES))
+    regex = compile_pattern(pattern, ignore_case=ignore_case)
+    scan = _Grep(regex, min(max(max_matches, 1), MAX_GREP_MATCHES))
     limits = walk_limits(skip_dirs, glob)
     if dfd is None:
         fd = ws.open_file(target, READ_FLAGS)
@@ -166,51 +161,11 @@ def grep_text(
     return scan.report(pattern, target.rel, limits)
 
 
-def _compile(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    try:
-        regex = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-    except re.error as exc:
-        raise ModelRetry(
-            f"The regular expression {shown(pattern)} is invalid ({exc}); fix it and call "
-            "grep again."
-        ) from None
-    if _nested_repeat(pattern):
-        raise ModelRetry(
-            f"The regular expression {shown(pattern)} repeats a group that itself contains "
-            "an unbounded repeat (like '(a+)+'), which can take exponential time; rewrite it "
-            "without the nested repetition."
-        )
-    return regex
-
-
-def _nested_repeat(pattern: str) -> bool:
-    """Whether a repeated part of ``pattern`` contains an unbounded repeat (best effort)."""
-    try:
-        parser: Any = importlib.import_module("re._parser")
-        return _has_nested(parser.parse(pattern), parser, inside=False)
-    except Exception:
-        return False
-
-
-def _has_nested(node: Any, parser: Any, inside: bool) -> bool:
-    if isinstance(node, parser.SubPattern):
-        node = node.data
-    if not isinstance(node, (list, tuple)):
-        return False
-    repeats = (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None))
-    if len(node) == 2 and any(node[0] is op for op in repeats if op is not None):
-        _, high, body = node[1]
-        if inside and high == parser.MAXREPEAT:
-            return True
-        return _has_nested(body, parser, inside or high > 1)
-    return any(_has_nested(child, parser, inside) for child in node)
-
-
 @dataclass(slots=True)
 class _Grep:
     """One grep's state: the matches so far, what was skipped, and why it stopped."""
 
-    regex: re.Pattern[str]
+    regex: Regex
     max_matches: int
     lines: list[str] = field(default_factory=list)
     searched: int = 0
@@ -252,13 +207,13 @@ class _Grep:
         self.searched += 1
         self.scanned_bytes += len(data)
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if self.regex.search(line, 0, MAX_LINE_CHARS):
+            if self.regex.search(line[:MAX_LINE_CHARS]):
                 shown_line = line if len(line) <= SHOW_LINE_CHARS else line[:SHOW_LINE_CHARS]
                 self.lines.append(f"{path}:{number}: {shown_line}")
                 if len(self.lines) >= self.max_matches:
                     self.stop = f"stopped after {self.max_matches} matches; narrow the search"
                     return
-            if number % 512 == 0 and time.monotonic() > self.deadline:
+            if number % 32 == 0 and time.monotonic() > self.deadline:
                 self.stop = f"stopped after {MAX_SECONDS:g} s; narrow the path or the glob"
                 return
 
@@ -273,8 +228,8 @@ class _Grep:
         ]
         if self.stop:
             lines.append(f"[{self.stop}]")
-        elif limits.stopped:
-            lines.append(f"[search stopped after {limits.max_entries} entries; narrow the path]")
+        else:
+            lines.extend(limits.notes())
         if self.skipped:
             parts = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
             lines.append(f"[skipped files: {parts}]")

@@ -5,6 +5,8 @@ inside the workspace. It is then opened by walking from a descriptor of the work
 component at a time with ``O_NOFOLLOW``, so a symbolic link swapped in after the check makes
 the open fail (``ELOOP``/``ENOTDIR``) instead of escaping. A regular file with more than one
 name may be a hard link to a file outside the workspace; it is refused unless allowed.
+Resolving and walking are iterative and bounded (links followed, depth, entries listed), so
+a 1,200-deep tree or a chain of 1,000 links costs a clear message, never a RecursionError.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "Workspace",
     "lstat_at",
     "path_error",
+    "real_path",
     "shown",
 ]
 
@@ -35,6 +38,8 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 """Read-only and never blocking: a FIFO that slips past the checks cannot hang the tool."""
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+MAX_LINKS = 40
+"""Symbolic links followed while resolving one path, as Linux allows (``ELOOP`` after)."""
 
 
 def shown(path: str) -> str:
@@ -116,10 +121,13 @@ class Workspace:
         expanded = os.path.expanduser(path) if path.startswith("~") else path
         joined = os.path.join(self.root, expanded)
         head, tail = os.path.split(joined)
-        if follow_final or tail in ("", ".", ".."):
-            real = os.path.realpath(joined)
-        else:
-            real = os.path.join(os.path.realpath(head), tail)
+        try:
+            if follow_final or tail in ("", ".", ".."):
+                real = real_path(joined)
+            else:
+                real = os.path.join(real_path(head), tail)
+        except OSError as exc:
+            raise path_error(path, exc) from None
         if not self.contains(real):
             raise ModelRetry(
                 f"{shown(path)} is outside the workspace; use a path relative to the "
@@ -203,54 +211,99 @@ class Workspace:
         """Yield ``(path, entry, dir_fd)`` below the directory ``dfd``, sorted, depth first.
 
         Directories are entered through ``O_NOFOLLOW`` descriptors: a symbolic link is
-        yielded as an entry but never followed. ``limits`` bounds entries and depth.
+        yielded as an entry but never followed. ``limits`` bounds the entries listed and
+        the depth; the walk keeps its own stack (no recursion) and closes what it opened.
         """
-        with os.scandir(dfd) as it:
-            entries = sorted(islice(it, limits.max_entries + 1), key=lambda e: e.name)
-        for entry in entries:
-            if not limits.visit():
-                return
-            path = f"{rel}/{entry.name}" if rel != "." else entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if is_dir and entry.name in limits.skip_dirs:
-                limits.skipped.append(path)
-                continue
-            yield path, entry, dfd
-            if not is_dir or limits.depth >= limits.max_depth:
-                continue
-            try:
-                sub = os.open(entry.name, DIR_FLAGS, dir_fd=dfd)
-            except OSError:
-                continue
-            limits.depth += 1
-            try:
-                yield from self.walk(sub, path, limits)
-            finally:
-                limits.depth -= 1
-                os.close(sub)
+        stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+        try:
+            stack.append((dfd, rel, iter(limits.listing(dfd))))
+            while stack:
+                fd, here, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    stack.pop()
+                    if fd != dfd:
+                        os.close(fd)
+                    continue
+                path = f"{here}/{entry.name}" if here != "." else entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir and entry.name in limits.skip_dirs:
+                    limits.skipped.append(path)
+                    continue
+                yield path, entry, fd
+                if is_dir and not limits.stopped:
+                    self._enter(stack, fd, entry.name, path, limits)
+        finally:
+            for fd, _, _ in stack:
+                if fd != dfd:
+                    os.close(fd)
+
+    @staticmethod
+    def _enter(
+        stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]],
+        fd: int,
+        name: str,
+        path: str,
+        limits: Walk,
+    ) -> None:
+        """Push the subdirectory ``name`` of ``fd``, unless it is too deep or cannot open."""
+        if len(stack) > limits.max_depth:
+            limits.too_deep += 1
+            return
+        try:
+            sub = os.open(name, DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            return
+        try:
+            listing = limits.listing(sub)
+        except OSError:
+            os.close(sub)
+            return
+        stack.append((sub, path, iter(listing)))
 
 
 @dataclass(slots=True)
 class Walk:
-    """Bounds of one directory walk; ``stopped`` says a bound cut it short.
+    """Bounds of one directory walk; ``stopped`` says the entry bound cut it short.
 
-    Directories named in ``skip_dirs`` below the start are neither yielded nor entered;
-    ``skipped`` lists them so the caller can say so (the start itself is always walked).
+    At most ``max_entries`` entries are listed in all (so memory stays bounded too), and
+    directories deeper than ``max_depth`` below the start are not entered (``too_deep``
+    counts them). Directories named in ``skip_dirs`` below the start are neither yielded
+    nor entered; ``skipped`` lists them so the caller can say so.
     """
 
     max_entries: int = 50_000
     max_depth: int = 64
     skip_dirs: frozenset[str] = frozenset()
-    visited: int = 0
-    depth: int = 0
+    listed: int = 0
+    too_deep: int = 0
     stopped: bool = False
     skipped: list[str] = field(default_factory=list)
 
-    def visit(self) -> bool:
-        self.visited += 1
-        if self.visited > self.max_entries:
+    def listing(self, dfd: int) -> list[os.DirEntry[str]]:
+        """The entries of the directory ``dfd``, sorted by name, within what is left."""
+        left = self.max_entries - self.listed
+        with os.scandir(dfd) as it:
+            entries = list(islice(it, max(left, 0) + 1))
+        if len(entries) > left:
+            entries = entries[: max(left, 0)]
             self.stopped = True
-        return not self.stopped
+        self.listed += len(entries)
+        return sorted(entries, key=lambda e: e.name)
+
+    def notes(self) -> list[str]:
+        """What the bounds left out, one bracketed line each (none when nothing was)."""
+        lines = []
+        if self.stopped:
+            lines.append(
+                f"[search stopped after {self.max_entries} entries; narrow the path or pattern]"
+            )
+        if self.too_deep:
+            lines.append(
+                f"[{self.too_deep} directories deeper than {self.max_depth} levels were not "
+                "entered; search from a deeper path]"
+            )
+        return lines
 
 
 def lstat_at(dfd: int, name: str) -> os.stat_result | None:
@@ -259,6 +312,41 @@ def lstat_at(dfd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def real_path(path: str) -> str:
+    """``os.path.realpath`` of an absolute ``path``, without recursion.
+
+    Follows at most :data:`MAX_LINKS` symbolic links (then ``ELOOP``); a missing part, or
+    one the system cannot look up (a name too long), is kept as written.
+    """
+    parts: list[str] = []
+    todo = list(reversed(path.split("/")))
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if parts:
+                parts.pop()
+            continue
+        here = "/" + "/".join([*parts, name])
+        try:
+            is_link = stat.S_ISLNK(os.lstat(here).st_mode)
+        except OSError:
+            is_link = False
+        if not is_link:
+            parts.append(name)
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links")
+        target = os.readlink(here)
+        if target.startswith("/"):
+            parts = []
+        todo.extend(reversed(target.split("/")))
+    return "/" + "/".join(parts)
 
 
 def _step(fd: int, name: str, create: bool) -> int:

@@ -15,13 +15,15 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ModelRetry, UsageError
 from ..tools import Tool, tool
 from ._loggrep import grep_file, human_size
+from ._regex import compile_pattern, re2_home
 
 __all__ = ["system"]
 
@@ -33,6 +35,10 @@ _LIST_MAX_FILES = 500
 _CPU_SAMPLE_S = 0.2
 _MB = 1024 * 1024
 _MAX_TEXT = 50_000
+_WALK_MAX_ENTRIES = 50_000
+_WALK_MAX_DEPTH = 32
+
+
 def system(*, log_dirs: Sequence[str | Path] = (), grep_timeout: float = 10.0) -> list[Tool]:
     """Read-only system tools; log tools too when ``log_dirs`` names directories to allow.
 
@@ -91,7 +97,7 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
         ignore_case: bool = False,
         newest: bool = True,
     ) -> str:
-        """Find the lines of a log file that match a regular expression (Python syntax).
+        """Find the lines of a log file that match a regular expression.
 
         By default the newest matches: the file is searched from its end, and the last
         max_matches matching lines are shown in file order with their line numbers. Only the
@@ -100,22 +106,24 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
 
         Args:
             path: The log file: absolute, or relative to a log directory (see list_logs).
-            pattern: A Python regular expression, searched in each line.
+            pattern: A regular expression (Python-like RE2 syntax: no backreferences or
+                lookaround), searched in each line.
             max_matches: Stop after this many matching lines (1 to 1000).
             ignore_case: Match letters regardless of case.
             newest: Search from the end (the most recent lines); false: from the start.
         """
         flags = re.IGNORECASE if ignore_case else 0
-        try:
-            re.compile(pattern, flags)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise ModelRetry(f"Invalid regular expression {pattern!r}: {exc}.") from None
+        home = re2_home()
+        if home:
+            compile_pattern(pattern, ignore_case=ignore_case)  # refuses what RE2 cannot match
+        else:  # matched by Python's re in the child, which is killed at the deadline
+            _python_regex(pattern, flags)
         limit = min(max(max_matches, 1), MAX_MATCHES)
         real, fd = open_log(path)
         try:
             return grep_file(
                 real, fd, pattern, int(flags), limit=limit, width=MAX_LINE_CHARS,
-                newest=newest, timeout=grep_timeout, max_chars=_MAX_TEXT,
+                newest=newest, timeout=grep_timeout, max_chars=_MAX_TEXT, re2_home=home,
             )  # fmt: skip
         finally:
             os.close(fd)
@@ -125,6 +133,13 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
         tool(max_output_chars=_MAX_TEXT + 1_000)(tail_log),
         tool(max_output_chars=_MAX_TEXT + 1_000, timeout=grep_timeout + 10.0)(grep_log),
     ]
+
+
+def _python_regex(pattern: str, flags: int) -> None:
+    try:
+        re.compile(pattern, flags)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ModelRetry(f"Invalid regular expression {pattern!r}: {exc}.") from None
 
 
 def _resolve_log(path: str, dirs: list[Path], allowed: str) -> Path:
@@ -153,26 +168,62 @@ def _resolve_log(path: str, dirs: list[Path], allowed: str) -> Path:
 
 def _list_logs(dirs: list[Path], pattern: str) -> str:
     rows: list[str] = []
+    budget = _Budget()
     for root in dirs:
-        for here, subdirs, files in os.walk(root):
-            subdirs.sort()
-            for name in sorted(files):
-                full = Path(here, name)
-                rel = full.relative_to(root).as_posix()
-                if not (fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(name, pattern)):
-                    continue
-                try:
-                    real = full.resolve(strict=True)
-                    st = real.stat()
-                except (OSError, RuntimeError):
-                    continue
-                if not real.is_relative_to(root) or not real.is_file():
-                    continue
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
-                rows.append(f"{full}\t{human_size(st.st_size)}\t{when}")
-                if len(rows) >= _LIST_MAX_FILES:
-                    return "\n".join([*rows, f"... (stopped at {_LIST_MAX_FILES} files)"])
+        for full in _log_files(root, budget):
+            rel = full.relative_to(root).as_posix()
+            if not (fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(full.name, pattern)):
+                continue
+            try:
+                real = full.resolve(strict=True)
+                st = real.stat()
+            except (OSError, RuntimeError):
+                continue
+            if not real.is_relative_to(root) or not real.is_file():
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
+            rows.append(f"{full}\t{human_size(st.st_size)}\t{when}")
+            if len(rows) >= _LIST_MAX_FILES:
+                return "\n".join([*rows, f"... (stopped at {_LIST_MAX_FILES} files)"])
+    if budget.stopped:
+        rows.append(
+            f"... (stopped after listing {_WALK_MAX_ENTRIES} entries or below "
+            f"{_WALK_MAX_DEPTH} levels; use a narrower pattern)"
+        )
     return "\n".join(rows)
+
+
+class _Budget:
+    """Entries left to list across one ``list_logs`` call, and whether a bound was hit."""
+
+    def __init__(self) -> None:
+        self.left = _WALK_MAX_ENTRIES
+        self.stopped = False
+
+
+def _log_files(root: Path, budget: _Budget) -> Iterator[Path]:
+    """Files below ``root`` (links included, never followed), sorted per directory,
+    without recursion: at most ``_WALK_MAX_DEPTH`` levels and the entries ``budget`` has."""
+    stack = [(root, 0)]
+    while stack:
+        here, depth = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(islice(it, budget.left + 1), key=lambda e: e.name)
+        except OSError:
+            continue
+        if len(entries) > budget.left:
+            entries, budget.stopped = entries[: budget.left], True
+        budget.left -= len(entries)
+        subdirs = []
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+            elif depth < _WALK_MAX_DEPTH:
+                subdirs.append((Path(entry.path), depth + 1))
+            else:
+                budget.stopped = True
+        stack.extend(reversed(subdirs))
 
 
 def _tail(fd: int, size: int, count: int) -> str:
