@@ -19,17 +19,14 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from .capabilities import CapabilityError, ModelRequest
-from .context import ContextOverflow, fit, output_reserve
-from .errors import LoopwiseError, ModelError
+from .context import output_reserve
 from .events import (
     BudgetWarning,
-    ContextCompacted,
     Event,
     ModelRequested,
     ModelResponded,
     ModelText,
     RunFinished,
-    RunStarted,
     TextDelta,
 )
 from .limits import Stop
@@ -37,7 +34,6 @@ from .loop_tools import close_open_calls, output_retry, resume_calls, run_calls
 from .messages import AssistantMessage, ToolCallPart, UserMessage
 from .output import FINAL_ANSWER_TOOL, InvalidOutput
 from .run import (
-    Cancelled,
     Continue,
     Failed,
     Final,
@@ -45,7 +41,6 @@ from .run import (
     Paused,
     RunContext,
     Stopped,
-    TimedOut,
     Wake,
     checked,
 )
@@ -63,7 +58,7 @@ async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncItera
     run.state.status = "in_progress"
     outcome: Outcome = Continue()
     try:
-        yield await _seen(run, _started(run))
+        yield await _seen(run, run.started())
         await run.start_capabilities()
         phase = resume_calls(run, new_input)
         while isinstance(outcome, Continue):
@@ -80,7 +75,7 @@ async def run_loop(run: RunContext, new_input: UserMessage | None) -> AsyncItera
         await _quietly(run.end_capabilities())
         raise
     except Exception as exc:
-        outcome = _outcome_of(run, exc)
+        outcome = run.outcome_of(exc)
     async for event in _end(run, outcome):
         yield event
 
@@ -90,20 +85,6 @@ async def _seen(run: RunContext, event: Event) -> Event:
     if run.observed:
         await run.on_event(event)
     return event
-
-
-def _outcome_of(run: RunContext, exc: Exception) -> Outcome:
-    """The outcome an exception out of a step means."""
-    if isinstance(exc, Cancelled):
-        return Stopped("cancelled")
-    if isinstance(exc, TimedOut):
-        return Stopped("timeout", f"the run used its max_seconds={run.tracker.budget.max_seconds}")
-    if isinstance(exc, ContextOverflow):
-        return Failed("context_window", str(exc))
-    if isinstance(exc, ModelError | CapabilityError | LoopwiseError):
-        return Failed("error", str(exc))
-    logger.exception("run %s failed with an unexpected error", run.run_id)
-    return Failed("error", f"{type(exc).__name__}: {exc}")
 
 
 async def _quietly(work: Any) -> None:
@@ -122,7 +103,7 @@ async def step(run: RunContext) -> AsyncIterator[Item]:
     max_tokens = run.settings.max_tokens
     if run.context_window is not None:
         max_tokens = output_reserve(run.context_window - run.tool_tokens, max_tokens)
-        async for event in _fit_context(run, max_tokens):
+        for event in await run.fit_context(max_tokens):
             yield event
     estimate = state.history.estimated(run.tool_tokens)
     reserve = tracker.check_model_call(estimate, max_tokens)
@@ -204,43 +185,7 @@ def _is_final(run: RunContext, call: ToolCallPart) -> bool:
     return call.name == FINAL_ANSWER_TOOL and run.output.tool is not None and not call.raw_args
 
 
-# -- context --------------------------------------------------------------------------------
-
-
-async def _fit_context(run: RunContext, reserved: int) -> AsyncIterator[Event]:
-    assert run.context_window is not None
-
-    done = await fit(
-        run.state.history,
-        window=run.context_window - run.tool_tokens,
-        reserved=reserved,
-        policy=run.context_policy,
-        summarise=run.summarise,
-    )
-    for c in done:
-        yield ContextCompacted(
-            run_id=run.run_id,
-            step=run.tracker.steps,
-            strategy=c.strategy,  # type: ignore[arg-type]
-            tokens_before=c.tokens_before,
-            tokens_after=c.tokens_after,
-        )
-
-
 # -- the end --------------------------------------------------------------------------------
-
-
-def _started(run: RunContext) -> RunStarted:
-    state = run.state
-    return RunStarted(
-        run_id=run.run_id,
-        step=state.steps,
-        agent=state.agent,
-        model=state.model or f"{run.model.provider}:{run.model.model_name}",
-        input=run.input_text,
-        parent_run_id=state.parent_run_id,
-        depth=state.depth,
-    )
 
 
 def _settle(run: RunContext, outcome: Outcome) -> None:

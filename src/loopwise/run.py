@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,17 @@ from .capabilities import (
     Verdict,
     overriding,
 )
-from .context import ContextPolicy, History, estimate_tokens, tools_tokens, transcript
-from .errors import ModelError, UsageError
-from .events import Event
+from .context import (
+    ContextOverflow,
+    ContextPolicy,
+    History,
+    estimate_tokens,
+    fit,
+    tools_tokens,
+    transcript,
+)
+from .errors import LoopwiseError, ModelError, UsageError
+from .events import ContextCompacted, Event, RunStarted
 from .limits import BudgetTracker, Stop
 from .messages import (
     AssistantMessage,
@@ -65,6 +74,9 @@ __all__ = [
     "TimedOut",
     "Wake",
 ]
+
+
+logger = logging.getLogger("loopwise")
 
 
 # -- how a step ends -------------------------------------------------------------------
@@ -339,7 +351,56 @@ class RunContext:
     def observed(self) -> bool:
         return bool(self._hooks["on_event"])
 
+    # -- events and outcomes ---------------------------------------------------------------
+
+    def started(self) -> RunStarted:
+        state = self.state
+        return RunStarted(
+            run_id=self.run_id,
+            step=state.steps,
+            agent=state.agent,
+            model=state.model or f"{self.model.provider}:{self.model.model_name}",
+            input=self.input_text,
+            parent_run_id=state.parent_run_id,
+            depth=state.depth,
+        )
+
+    def outcome_of(self, exc: Exception) -> Outcome:
+        """The outcome an exception out of a step means."""
+        if isinstance(exc, Cancelled):
+            return Stopped("cancelled")
+        if isinstance(exc, TimedOut):
+            limit = self.tracker.budget.max_seconds
+            return Stopped("timeout", f"the run used its max_seconds={limit}")
+        if isinstance(exc, ContextOverflow):
+            return Failed("context_window", str(exc))
+        if isinstance(exc, ModelError | CapabilityError | LoopwiseError):
+            return Failed("error", str(exc))
+        logger.exception("run %s failed with an unexpected error", self.run_id)
+        return Failed("error", f"{type(exc).__name__}: {exc}")
+
     # -- the model ---------------------------------------------------------------------------
+
+    async def fit_context(self, reserved: int) -> list[ContextCompacted]:
+        """Compact the history to fit the window (``reserved`` tokens kept for the answer)."""
+        assert self.context_window is not None
+        done = await fit(
+            self.state.history,
+            window=self.context_window - self.tool_tokens,
+            reserved=reserved,
+            policy=self.context_policy,
+            summarise=self.summarise,
+        )
+        return [
+            ContextCompacted(
+                run_id=self.run_id,
+                step=self.tracker.steps,
+                strategy=c.strategy,  # type: ignore[arg-type]
+                tokens_before=c.tokens_before,
+                tokens_after=c.tokens_after,
+            )
+            for c in done
+        ]
 
     async def call_model(self, request: ModelRequest) -> AsyncIterator[str | AssistantMessage]:
         """The model's answer to ``request`` (text deltas first when streaming), guarded."""
