@@ -114,6 +114,7 @@ async def run_prepared(
     metadata: Mapping[str, Any],
     runner: SyncRunner,
     scope: RunScope | None = None,
+    tainted: bool = False,
 ) -> None:
     """Run every validated, approved call concurrently; results are filled in place."""
     runnable = [o for o in batch.outcomes if o.result is None and not o.pending]
@@ -122,7 +123,15 @@ async def run_prepared(
         if o.tool is None or o.tool.context_param is None:
             return None
         return ToolContext(
-            run_id, o.call.id, o.call.name, step, deps, metadata, approved=o.approved, run=scope
+            run_id,
+            o.call.id,
+            o.call.name,
+            step,
+            deps,
+            metadata,
+            approved=o.approved,
+            run=scope,
+            tainted=tainted,
         )
 
     if len(runnable) == 1:

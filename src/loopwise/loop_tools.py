@@ -228,6 +228,8 @@ async def run_calls(
                 o.result = await run.after_tool(ToolCall(o.call, o.tool, o.args), o.result)
             if o.result is not None:
                 yield _resulted(run, o)
+                if o.started and o.tool is not None and not o.tool.trusted:
+                    run.taint(f"tool:{o.call.name}:{o.call.id}")
     except BaseException:  # cancelled, timed out, a hook failed: keep what finished
         _keep(run, [*previous, *batch.results, *finals.values()])
         raise
@@ -299,6 +301,7 @@ async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Wake]:
         metadata=run.metadata,
         runner=run.runner,
         scope=run.scope(),
+        tainted=run.state.tainted,
     )
     if all(o.tool is not None and o.tool.context_param is None for o in runnable):
         await run.guard(prepared)  # no tool can start a child run: nothing to pass on live

@@ -191,6 +191,11 @@ class RunContext:
             self.tool_defs.append(self.output.tool)
         self.tool_tokens = tools_tokens(self.tool_defs, self.counter)
 
+    def taint(self, source: str) -> None:
+        """Record that untrusted content from ``source`` entered the run's context."""
+        if source not in self.state.untrusted:
+            self.state.untrusted.append(source)
+
     # -- events from hooks and child runs -----------------------------------------------
 
     def emit(self, event: Event) -> None:

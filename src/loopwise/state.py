@@ -72,6 +72,14 @@ class RunState:
     agent: str | None = None
     model: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    untrusted: list[str] = field(default_factory=list)
+    """Where untrusted content entered the context, in order (``tool:<name>:<call id>``,
+    ``memory:<id>``, ...): once it holds anything, every later call may have been steered."""
+
+    @property
+    def tainted(self) -> bool:
+        """Whether untrusted content has entered the run's context."""
+        return bool(self.untrusted)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -131,6 +139,7 @@ class RunState:
             loop=LoopMemory.from_dict(self.loop.to_dict()),
             pending=[replace(p, args=dict(p.args)) for p in self.pending],
             metadata=dict(self.metadata),
+            untrusted=list(self.untrusted),
         )
 
     # -- JSON -------------------------------------------------------------------------
@@ -156,6 +165,7 @@ class RunState:
             "agent": self.agent,
             "model": self.model,
             "metadata": self.metadata,
+            "untrusted": list(self.untrusted),
         }
         _check_finite(data)
         return data
@@ -280,6 +290,7 @@ def _load(data: Any) -> RunState:
         agent=_optional_str(data.get("agent")),
         model=_optional_str(data.get("model")),
         metadata=metadata,
+        untrusted=[str(u) for u in data.get("untrusted", ())],
     )
 
 

@@ -20,7 +20,7 @@ import json
 import re
 import sys
 import types
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import (
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
+    "EFFECTS",
+    "Effect",
     "Tool",
     "ToolContext",
     "ToolFailed",
@@ -64,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
+Effect: TypeAlias = Literal["read", "write", "egress", "external", "irreversible"]
+EFFECTS: tuple[Effect, ...] = ("read", "write", "egress", "external", "irreversible")
 DepsT = TypeVar("DepsT")
 ApprovalRule: TypeAlias = "bool | Callable[[dict[str, Any]], bool]"
 ArgsCheck: TypeAlias = "Callable[[Mapping[str, Any]], dict[str, Any]]"
@@ -89,6 +93,9 @@ class ToolContext(Generic[DepsT]):
     """True when a human approved this very call (the tool needed approval for these args)."""
     run: RunScope | None = None
     """The calling run as a parent (budget, cancel, events), for tools that start runs."""
+    tainted: bool = False
+    """Untrusted content (an untrusted tool's output, an untrusted memory) had entered the
+    run's context before this call: its arguments may have been steered by it."""
 
     @property
     def idempotency_key(self) -> str:
@@ -126,7 +133,12 @@ class Tool:
     be a predicate on the validated arguments (approval only for some calls, e.g. writes
     that overwrite an existing file);
     ``timeout`` (seconds) bounds one call; ``max_output_chars`` bounds what the model sees;
-    ``idempotent`` says a repeat (after a crash) is harmless.
+    ``idempotent`` says a repeat (after a crash) is harmless. ``trusted`` says the tool's
+    output cannot carry instructions from a third party (a calculator's can't; a web page's,
+    a file's or an email's can): an untrusted result taints the run (``RunState.untrusted``),
+    which policies read. ``effects`` declares what a call may do: ``read``, ``write``
+    (the workspace), ``egress`` (sends data out), ``external`` (a side effect elsewhere),
+    ``irreversible``; empty means undeclared.
     """
 
     name: str
@@ -138,6 +150,8 @@ class Tool:
     timeout: float | None = None
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     idempotent: bool = True
+    trusted: bool = False
+    effects: frozenset[Effect] = frozenset()
     _parameters: dict[str, Any] = field(default_factory=dict, repr=False)
     _check: ArgsCheck | None = field(default=None, repr=False)
 
@@ -232,6 +246,8 @@ def tool(
     timeout: float | None = None,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     idempotent: bool = True,
+    trusted: bool = False,
+    effects: Iterable[Effect] = (),
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -245,6 +261,8 @@ def tool(
     timeout: float | None = None,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     idempotent: bool = True,
+    trusted: bool = False,
+    effects: Iterable[Effect] = (),
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` from a typed function; use bare (``@tool``) or with options.
 
@@ -266,6 +284,8 @@ def tool(
             timeout=timeout,
             max_output_chars=max_output_chars,
             idempotent=idempotent,
+            trusted=trusted,
+            effects=_effects(effects),
         )
 
     if function is not None:
@@ -728,6 +748,8 @@ def tool_from_schema(
     timeout: float | None = None,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     idempotent: bool = True,
+    trusted: bool = False,
+    effects: Iterable[Effect] = (),
 ) -> Tool:
     """A tool described by a JSON schema (an MCP server's, another framework's tool).
 
@@ -757,9 +779,20 @@ def tool_from_schema(
         timeout=timeout,
         max_output_chars=max_output_chars,
         idempotent=idempotent,
+        trusted=trusted,
+        effects=_effects(effects),
         _parameters=schema,
         _check=check,
     )
+
+
+def _effects(effects: Iterable[str]) -> frozenset[Effect]:
+    """The declared effects, each one of :data:`EFFECTS` (anything else is a UsageError)."""
+    found = frozenset(effects)
+    unknown = sorted(found - set(EFFECTS))
+    if unknown:
+        raise UsageError(f"Unknown tool effect(s) {unknown}; use some of {list(EFFECTS)}.")
+    return found  # type: ignore[return-value]
 
 
 def _call_target(function: Callable[..., Any]) -> Any:

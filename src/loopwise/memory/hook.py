@@ -84,6 +84,9 @@ class MemoryCapability(Capability):
             logger.exception("run %s: recalling memories failed; going on without", run.run_id)
         flagged = sum(h.record.untrusted for h in hits)
         self._untrusted[run.run_id] = flagged > 0
+        for h in hits:
+            if h.record.untrusted:
+                run.taint(f"memory:{h.record.id}")
         run.emit(
             MemoryRecalled(
                 run_id=run.run_id, step=0, ids=[h.record.id for h in hits], untrusted=flagged
