@@ -316,3 +316,19 @@ def test_the_core_imports_nothing_above_it() -> None:
                 ) and top in CORE_MAY_NOT_IMPORT:
                     found.append(f"{path.name}: from {'.' * node.level}{module}")
     assert found == []
+
+
+def test_a_verdict_of_the_wrong_type_fails_the_run_instead_of_allowing() -> None:
+    ran: list[str] = []
+
+    @tool
+    def act() -> str:
+        """Act."""
+        ran.append("x")
+        return "acted"
+
+    done = Agent(
+        ScriptedModel([call("act"), "ok"]), tools=[act], capabilities=[Gate("deny")]
+    ).run_sync("go")
+    assert done.status == "failed" and "returned 'deny' from before_tool" in (done.error or "")
+    assert ran == []

@@ -322,6 +322,11 @@ class RunContext:
         rewritten = False
         for cap in self._hooks["before_tool"]:
             v = await self._call(cap, "before_tool", call)
+            if v is not None and not isinstance(v, Allow | Deny | Ask | Rewrite):
+                raise CapabilityError(
+                    f"capability {cap.label()!r} returned {v!r} from before_tool; return "
+                    "Allow(), Deny(reason), Ask(reason), Rewrite(arguments) or None."
+                )
             if isinstance(v, Deny):
                 return v
             if isinstance(v, Ask):
