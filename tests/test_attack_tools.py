@@ -4,6 +4,7 @@ trees, and regular expressions that backtrack (classes 17, 18, 20 and 21)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import subprocess
@@ -424,3 +425,119 @@ def test_100000_files_are_cut_with_a_note(tmp_path: Path) -> None:
         "huge trees: 100000 files through find_files, grep, list_dir: cut with a note "
         f"in {elapsed:.1f} s"
     )
+
+
+# --- class 18: secrets in what the system tools show ------------------------------------
+
+SECRET_ARGV = [  # each holds one secret, "S" below; the rest of the line stays readable
+    ["loopwise", "serve", "--api-key", "lw_Zx8Qm2Lr5Tv9Wc3Yb7Nd1Hk4Jp6Fs0Ga"],
+    ["loopwise", "serve", "--api-key=opensesame"],
+    ["deploy", "--token", "opensesame", "--verbose"],
+    ["backup", "--password=opensesame"],
+    ["db-sync", "--client-secret", "opensesame"],
+    ["mysql", "-uroot", "-popensesame", "shop"],
+    ["sshpass", "-p", "opensesame", "ssh", "host"],
+    ["redis-cli", "-a", "opensesame", "ping"],
+    ["curl", "-u", "alice:opensesame", "https://example.org"],
+    ["docker", "login", "-u", "me", "-p", "opensesame", "registry.example.org"],
+    ["env", "DB_PASSWORD=opensesame", "python", "app.py"],
+    ["sh", "-c", "GITHUB_TOKEN=opensesame make release"],
+    ["java", "-Dapp.session.cookie=opensesame", "-jar", "app.jar"],
+    ["psql", "postgresql://app:opensesame@db:5432/shop"],
+    ["git", "clone", "https://ghp_Zx8Qm2Lr5Tv9Wc3Yb7Nd1Hk4Jp6Fs0GaXyZ1@github.com/o/r"],
+    ["curl", "-H", "Authorization: Bearer opensesame42", "https://api.example.org"],
+    ["fetch", "https://api.example.org/v1?access_token=opensesame&page=2"],
+    ["worker", "sk-proj-Zx8Qm2Lr5Tv9Wc3Yb7Nd1Hk4"],
+    ["worker", "xoxb-1234567890-Zx8Qm2Lr5Tv9"],
+    ["worker", "AKIAZX8QM2LR5TV9WC3Y"],
+    ["worker", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.Zx8Qm2Lr5Tv9Wc3Yb7Nd1H"],
+    ["worker", "--config", '{"api_key": "opensesame"}'],
+    ["worker", "c2VjcmV0LWtleS0xMjM0NTY3ODkwYWJjZGVmZ2hp"],
+]
+SECRETS = [
+    "opensesame", "Zx8Qm2Lr5Tv9", "AKIAZX8QM2LR5TV9WC3Y", "c2VjcmV0LWtleS0xMjM0NTY3",
+]  # fmt: skip
+
+
+def test_process_command_lines_are_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system_module = importlib.import_module("loopwise.toolkits.system")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "meminfo").write_text("MemTotal: 1000 kB\n")
+    stat = "{pid} (worker) S 1 1 1 0 -1 0 0 0 0 0 {pid} 5 0 0 20 0 1 0 100 1000 300\n"
+    for pid, argv in enumerate(SECRET_ARGV, 100):
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "stat").write_text(stat.format(pid=pid))
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    monkeypatch.setattr(system_module, "_proc", lambda: proc)
+    monkeypatch.setattr(system_module, "_CPU_SAMPLE_S", 0.01)
+    shown = system_module.processes(limit=100)["processes"]
+    commands = {p["pid"]: p["command"] for p in shown}
+    leaked = [c for c in commands.values() if any(s in c for s in SECRETS)]
+    for pid, argv in enumerate(SECRET_ARGV, 100):
+        print(commands[pid])
+        assert "[REDACTED]" in commands[pid] and commands[pid].split()[0] == argv[0]
+    assert leaked == []
+    assert commands[100] == "loopwise serve --api-key [REDACTED]"
+    assert commands[105] == "mysql -uroot -p[REDACTED] shop"
+    assert commands[112] == "java -Dapp.session.cookie=[REDACTED] -jar app.jar"
+    figure(f"secrets in process lists: {len(SECRET_ARGV)} command lines, leaked: {len(leaked)}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_a_real_process_with_a_key_on_its_command_line(tmp_path: Path) -> None:
+    key = "lw_" + os.urandom(24).hex()
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    argv = [sys.executable, "-c", spin, "serve", "--api-key", key, f"--token={key}"]
+    with subprocess.Popen(argv) as busy:
+        try:
+            time.sleep(0.2)
+            [processes] = [t for t in system() if t.name == "processes"]
+            out = json.dumps(direct(processes, limit=100))
+        finally:
+            busy.kill()
+    assert f'"pid": {busy.pid}' in out and "--api-key [REDACTED] --token=[REDACTED]" in out
+    assert key not in out and key[:20] not in out
+
+
+def test_log_lines_are_redacted_unless_turned_off(tmp_path: Path) -> None:
+    lines = [
+        "GET /login?password=opensesame 200",
+        "Authorization: Bearer opensesame42",
+        "connect postgresql://app:opensesame@db/shop",
+        'payload {"api_key": "opensesame"}',
+        "token sk-proj-Zx8Qm2Lr5Tv9Wc3Yb7Nd1Hk4 used",
+        "ERROR event 10 at 10:00:20 session id missing",
+    ]
+    (tmp_path / "app.log").write_text("\n".join(lines) + "\n")
+    tools = by_name(system(log_dirs=[tmp_path]))
+    tail = direct(tools["tail_log"], path="app.log")
+    grep = direct(tools["grep_log"], path="app.log", pattern="opensesame|sk-proj")
+    shown = tail + grep.split("\n", 1)[1]  # the first line of grep's answer is its pattern
+    assert not any(s in shown for s in SECRETS), shown
+    assert tail.endswith("ERROR event 10 at 10:00:20 session id missing")
+    assert "5 matching lines" in grep and "'opensesame|sk-proj'" in grep  # the pattern shown
+    raw = by_name(system(log_dirs=[tmp_path], redact=False))
+    assert "opensesame" in direct(raw["tail_log"], path="app.log")
+    figure(f"secrets in log lines: {len(lines) - 1} lines through tail_log and grep_log, leaked: 0")
+
+
+def test_redaction_keeps_ordinary_command_lines() -> None:
+    from loopwise.toolkits._redact import redact_argv, redact_text
+
+    ordinary = [
+        ["/usr/bin/python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"],
+        ["nginx:", "worker", "process"],
+        ["docker", "run", "-p", "8080:80", "--name", "web", "nginx:1.25"],
+        ["mysql", "-p", "shop"],  # a bare -p asks on the terminal: "shop" is the database
+        ["chromium", "--type=renderer", "--enable-features=NetworkServiceInProcess2"],
+        ["node", "/srv/app/node_modules/.bin/next-server-production-build", "--port=3000"],
+        ["python", "-c", "import sys,time; b = b'x' * 300_000_000"],
+        ["git", "clone", "https://github.com/owner/repo"],
+    ]
+    for argv in ordinary:
+        assert redact_argv(argv) == " ".join(argv)
+    for line in ("basic authentication failed", "ERROR 10:00:20 token expired", "a=1 b=2"):
+        assert redact_text(line) == line

@@ -4,8 +4,9 @@ Log tools only open regular files inside the allowed log directories, checked af
 and ``..`` are resolved. ``tail_log`` seeks from the end (a 10 GB log costs a few reads);
 ``grep_log`` matches in a child process with a deadline (see ``_loggrep``), newest lines
 first by default, so a catastrophic pattern from the model is killed instead of hanging the
-agent. The rest reads ``/proc`` (Linux) and needs no
-third-party package.
+agent. The rest reads ``/proc`` (Linux) and needs no third-party package. What looks like a
+secret in a process's command line or a log line is shown as ``[REDACTED]`` (see
+``_redact``): other users' command lines are readable, keys on them are not for the model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from ..errors import ModelRetry, UsageError
 from ..tools import Tool, tool
 from ._loggrep import grep_file, human_size
+from ._redact import redact_argv, redact_text
 from ._regex import compile_pattern, re2_home
 
 __all__ = ["system"]
@@ -37,13 +39,18 @@ _MB = 1024 * 1024
 _MAX_TEXT = 50_000
 _WALK_MAX_ENTRIES = 50_000
 _WALK_MAX_DEPTH = 32
+_CMDLINE_READ = 16_384
+"""Bytes of a command line read: far more than the 200 shown, so redaction sees the rest."""
 
 
-def system(*, log_dirs: Sequence[str | Path] = (), grep_timeout: float = 10.0) -> list[Tool]:
+def system(
+    *, log_dirs: Sequence[str | Path] = (), grep_timeout: float = 10.0, redact: bool = True
+) -> list[Tool]:
     """Read-only system tools; log tools too when ``log_dirs`` names directories to allow.
 
-    ``grep_timeout`` (seconds) bounds one ``grep_log`` scan. Raises ``UsageError`` when a log
-    directory does not exist.
+    ``grep_timeout`` (seconds) bounds one ``grep_log`` scan. Log lines the tools show have
+    what looks like a secret replaced by ``[REDACTED]`` unless ``redact`` is False (process
+    command lines always do). Raises ``UsageError`` when a log directory does not exist.
     """
     dirs = [Path(d).resolve() for d in log_dirs]
     for given, d in zip(log_dirs, dirs, strict=True):
@@ -51,12 +58,15 @@ def system(*, log_dirs: Sequence[str | Path] = (), grep_timeout: float = 10.0) -
             raise UsageError(f"Log directory {str(given)!r} does not exist or is not a directory.")
     tools = [tool(memory), tool(disk_usage), tool(load), tool(processes)]
     if dirs:
-        tools = [*_log_tools(dirs, grep_timeout), *tools]
+        tools = [*_log_tools(dirs, grep_timeout, redact), *tools]
     return tools
 
 
-def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
+def _log_tools(dirs: list[Path], grep_timeout: float, redact: bool) -> list[Tool]:
     allowed = ", ".join(str(d) for d in dirs)
+
+    def shown(text: str) -> str:
+        return redact_text(text) if redact else text
 
     def open_log(path: str) -> tuple[Path, int]:
         real = _resolve_log(path, dirs, allowed)
@@ -88,7 +98,7 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
             text = _tail(fd, size, count)
         finally:
             os.close(fd)
-        return f"{real} ({human_size(size)}), last {count} lines:\n{text}"
+        return f"{real} ({human_size(size)}), last {count} lines:\n{shown(text)}"
 
     def grep_log(
         path: str,
@@ -121,12 +131,14 @@ def _log_tools(dirs: list[Path], grep_timeout: float) -> list[Tool]:
         limit = min(max(max_matches, 1), MAX_MATCHES)
         real, fd = open_log(path)
         try:
-            return grep_file(
+            found = grep_file(
                 real, fd, pattern, int(flags), limit=limit, width=MAX_LINE_CHARS,
                 newest=newest, timeout=grep_timeout, max_chars=_MAX_TEXT, re2_home=home,
             )  # fmt: skip
         finally:
             os.close(fd)
+        head, newline, lines = found.partition("\n")  # the head shows the pattern as given
+        return head + newline + shown(lines)
 
     return [
         tool(list_logs),
@@ -343,7 +355,7 @@ def processes(limit: int = 20, sort: Literal["cpu", "memory"] = "cpu") -> dict[s
             "cpu_percent": round(cpu, 1),
             "cpu_time_s": round(cpu_time, 1),
             "rss_mb": round(rss * page / _MB, 1),
-            "command": _cmdline(pid) or f"[{comm}]",
+            "command": _cmdline(pid) or f"[{redact_text(comm, entropy=True)}]",
         }
         for pid, cpu, cpu_time, rss, state, comm in rows[: min(max(limit, 1), 100)]
     ]
@@ -367,11 +379,14 @@ def _snapshot() -> dict[int, tuple[int, int, str, str]]:
 
 
 def _cmdline(pid: int) -> str:
+    """The command line of ``pid``, what looks like a secret redacted, cut to 200 characters."""
     try:
-        raw = (_proc() / str(pid) / "cmdline").read_bytes()
+        with (_proc() / str(pid) / "cmdline").open("rb") as f:
+            raw = f.read(_CMDLINE_READ)
     except OSError:
         return ""
-    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    argv = raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+    text = redact_argv(argv) if raw.strip(b"\0") else ""
     return text if len(text) <= 200 else text[:200] + "..."
 
 
