@@ -27,6 +27,9 @@ class Limits:
     and ``max_open_files`` are kernel limits on each process; ``max_processes`` counts the
     processes the command may add; ``wall_seconds`` is enforced by the parent, which then
     kills the whole process tree; ``max_output_bytes`` caps each of stdout and stderr.
+    ``max_workspace_mb`` (disk space) and ``max_workspace_files`` (files and directories)
+    cap the whole workspace: a run that takes it past either is stopped, and a workspace
+    already past them may only shrink.
     """
 
     cpu_seconds: float = 30.0
@@ -36,6 +39,8 @@ class Limits:
     max_open_files: int = 256
     wall_seconds: float = 60.0
     max_output_bytes: int = 64_000
+    max_workspace_mb: int = 1024
+    max_workspace_files: int = 20_000
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,11 +63,13 @@ class SandboxResult:
     ``exit_code`` is the command's exit status, ``128 + N`` when signal ``N`` killed it
     (the shell convention, as bubblewrap and Docker report it), and ``None`` when the
     sandbox itself was killed at the wall-clock limit. ``killed_by`` says why it was
-    stopped, best effort: ``"timeout"``, ``"cpu"`` (SIGXCPU), ``"file_size"`` (SIGXFSZ) or
-    ``"signal:NAME"``; running out of memory usually shows as an allocation error in
-    ``stderr`` instead, since the address-space limit makes allocations fail.
+    stopped, best effort: ``"timeout"``, ``"cpu"`` (SIGXCPU), ``"file_size"`` (SIGXFSZ),
+    ``"workspace_quota"`` or ``"signal:NAME"``; running out of memory usually shows as an
+    allocation error in ``stderr`` instead, since the address-space limit makes
+    allocations fail.
     ``files_written`` lists workspace-relative paths created or modified, sorted; past 200
-    the list ends with an ``"... and N more"`` entry.
+    the list ends with an ``"... and N more"`` entry. ``workspace_note`` says, in a
+    sentence or two, when the workspace is over its quota or too deep to measure.
     """
 
     exit_code: int | None
@@ -72,6 +79,7 @@ class SandboxResult:
     timed_out: bool = False
     killed_by: str | None = None
     files_written: list[str] = field(default_factory=list)
+    workspace_note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -100,6 +108,8 @@ class SandboxResult:
         lines.append("stdout:\n" + (self.stdout if self.stdout else "(empty)"))
         if self.stderr:
             lines.append("stderr:\n" + self.stderr)
+        if self.workspace_note:
+            lines.append("workspace: " + self.workspace_note)
         return "\n".join(lines)
 
 

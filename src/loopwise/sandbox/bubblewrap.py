@@ -7,7 +7,11 @@ and the few ``/etc`` files programs need, read-only; the workspace read-write at
 the caller passes).
 ``prlimit`` sets CPU time, address space, process count, file size and open files; the
 parent enforces wall time and kills the PID namespace, which takes every process of the
-run with it (background ones included).
+run with it (background ones included). A seccomp filter (``seccomp.py``) denies new
+namespaces, the kernel keyring, io_uring, bpf, ptrace, mounts and similar calls, and
+``/proc/keys`` and a few other kernel-wide lists are masked. The workspace as a whole is
+held to ``Limits.max_workspace_mb`` and ``max_workspace_files`` (``quota.py``), and
+host-side readers of it (the git tools) wait while a run holds it (``guard.py``).
 
 **When the host runs as root**, the kernel ignores ``RLIMIT_NPROC`` for processes whose
 real uid is root (a fork bomb would exhaust the host's PIDs), so the command runs as an
@@ -19,7 +23,8 @@ parent directories the sandbox uid could not traverse, such as ``/root/project``
 also be able to write the workspace, so **the workspace tree is chowned to it before each
 run** (symlinks are not followed; files with several hard links are skipped). Root keeps
 full access to those files. When the host is not root, bubblewrap runs unprivileged in a
-user namespace as the current user and nothing is chowned.
+user namespace as the current user and nothing is chowned. Either way, code inside cannot
+create a nested user namespace (the filter; unprivileged, ``--disable-userns`` too).
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from .api import (
     check_run_args,
     resolve_workspace,
 )
-from .process import kill_group, run_process, signal_verdict
-from .workspace import changed_files, give_to, snapshot
+from .process import Outcome, kill_group, run_process
+from .seccomp import SeccompUnsupported, open_filter, supported
+from .supervise import supervise
 
 __all__ = ["BubblewrapSandbox"]
 
@@ -62,6 +68,8 @@ _ETC_NETWORK = (
     "/etc/ssl",
     "/etc/ca-certificates",
 )
+# Kernel-wide lists a run has no business reading (keys of its uid, other processes' timers).
+_PROC_MASKED = ("/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/sched_debug")
 _SETPRIV = "/usr/bin/setpriv"  # run inside the sandbox, where /usr is the host's
 _BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
 
@@ -111,36 +119,49 @@ class BubblewrapSandbox:
         extra = check_run_args(argv, env)
         root = resolve_workspace(workspace)
         await asyncio.to_thread(self.check)
-        if self.as_root:
-            await asyncio.to_thread(give_to, root, self.uid, self.gid)
-        before = await asyncio.to_thread(snapshot, root)
+        owner = (self.uid, self.gid) if self.as_root else None
+
+        async def launch(stop: asyncio.Event) -> Outcome:
+            return await self._launch(argv, root, limits, extra, network, stdin, stop)
+
+        return await supervise(root, limits, owner, launch)
+
+    async def _launch(
+        self,
+        argv: Sequence[str],
+        root: Path,
+        limits: Limits,
+        env: dict[str, str],
+        network: bool,
+        stdin: bytes | None,
+        stop: asyncio.Event,
+    ) -> Outcome:
         info_read, info_write = os.pipe()
         terminator = _NamespaceKiller(info_read, info_write)
-        command = self.command(
-            argv, workspace=root, limits=limits, env=extra, network=network, info_fd=info_write
-        )
-        outcome = await run_process(
-            command,
-            terminator=terminator,
-            stdin=stdin,
-            wall_seconds=limits.wall_seconds,
-            max_output_bytes=limits.max_output_bytes,
-            env={},
-            pass_fds=(info_write,),
-        )
-        after = await asyncio.to_thread(snapshot, root)
-        code = outcome.returncode
-        if code is not None and code < 0:
-            code = 128 - code
-        return SandboxResult(
-            exit_code=code,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            duration=outcome.duration,
-            timed_out=outcome.timed_out,
-            killed_by="timeout" if outcome.timed_out else signal_verdict(code),
-            files_written=changed_files(before, after),
-        )
+        filter_fd = _filter_fd(self.as_root)
+        try:
+            command = self.command(
+                argv,
+                workspace=root,
+                limits=limits,
+                env=env,
+                network=network,
+                info_fd=info_write,
+                seccomp_fd=filter_fd,
+            )
+            return await run_process(
+                command,
+                terminator=terminator,
+                stdin=stdin,
+                wall_seconds=limits.wall_seconds,
+                max_output_bytes=limits.max_output_bytes,
+                env={},
+                pass_fds=(info_write,) if filter_fd is None else (info_write, filter_fd),
+                stop=stop,
+            )
+        finally:
+            if filter_fd is not None:
+                os.close(filter_fd)
 
     def command(
         self,
@@ -151,8 +172,10 @@ class BubblewrapSandbox:
         env: Mapping[str, str] | None = None,
         network: bool = False,
         info_fd: int | None = None,
+        seccomp_fd: int | None = None,
     ) -> list[str]:
-        """The full launcher command line (``workspace=None`` mounts an empty tmpfs)."""
+        """The full launcher command line (``workspace=None`` mounts an empty tmpfs);
+        ``seccomp_fd`` is a descriptor bwrap reads the seccomp filter from."""
         command = [*_prlimit(limits, self._nproc(limits)), self.bwrap]
         command += _namespaces(network)
         command += _filesystem(workspace, limits, network, self.read_only)
@@ -160,6 +183,8 @@ class BubblewrapSandbox:
             command += ["--setenv", key, value]
         if info_fd is not None:
             command += ["--info-fd", str(info_fd)]
+        if seccomp_fd is not None:
+            command += ["--seccomp", str(seccomp_fd)]
         if self.as_root:
             # Only what setpriv needs to switch uid and clear the bounding set, plus entering
             # a 0700 workspace owned by the sandbox uid (bwrap's --chdir runs as root).
@@ -218,6 +243,9 @@ def _filesystem(
         args += ["--ro-bind", path, path]
     size = str(limits.memory_mb * _MIB)
     args += ["--proc", "/proc", "--dev", "/dev"]
+    for path in _PROC_MASKED:
+        if os.path.exists(path):  # the same kernel: what the host has, the sandbox has
+            args += ["--ro-bind", "/dev/null", path]
     args += ["--size", size, "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]
     if workspace is None:
@@ -252,16 +280,36 @@ def _probe(bwrap: str, as_root: bool, uid: int, gid: int) -> str | None:
         return "'prlimit' not found (util-linux)"
     if as_root and not os.access(_SETPRIV, os.X_OK):
         return f"{_SETPRIV!r} not found (util-linux)"
-    sandbox = BubblewrapSandbox(bwrap=bwrap, uid=uid, gid=gid)
-    command = sandbox.command(["/bin/true"], workspace=None, limits=Limits())
     try:
-        done = subprocess.run(command, capture_output=True, timeout=15, env={}, cwd="/")
+        filter_fd = _filter_fd(as_root)
+    except SeccompUnsupported as exc:
+        return f"{exc} As root the sandbox needs one to block nested user namespaces"
+    sandbox = BubblewrapSandbox(bwrap=bwrap, uid=uid, gid=gid)
+    command = sandbox.command(["/bin/true"], workspace=None, limits=Limits(), seccomp_fd=filter_fd)
+    fds = () if filter_fd is None else (filter_fd,)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, timeout=15, env={}, cwd="/", pass_fds=fds
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
         return message.splitlines()[-1]
     return None
+
+
+def _filter_fd(as_root: bool) -> int | None:
+    """A descriptor with the seccomp filter; None where there is none and the host is not
+    root (raises :class:`SeccompUnsupported` as root: nested user namespaces stay open)."""
+    if not supported():
+        if as_root:
+            raise SeccompUnsupported("No seccomp filter for this architecture.")
+        return None
+    return open_filter()
 
 
 class _NamespaceKiller:

@@ -30,8 +30,8 @@ from .api import (
     check_run_args,
     resolve_workspace,
 )
-from .process import kill_group, run_process, signal_verdict
-from .workspace import changed_files, give_to, snapshot
+from .process import Outcome, kill_group, run_process
+from .supervise import supervise
 
 __all__ = ["DockerSandbox"]
 
@@ -79,35 +79,24 @@ class DockerSandbox:
         extra = check_run_args(argv, env)
         root = resolve_workspace(workspace)
         await asyncio.to_thread(self.check)
-        owner = _numeric_owner(self.user)
-        if os.geteuid() == 0 and owner is not None:
-            await asyncio.to_thread(give_to, root, *owner)
-        before = await asyncio.to_thread(snapshot, root)
-        name = f"loopwise-{uuid.uuid4().hex[:16]}"
-        command = self.command(
-            argv, workspace=root, limits=limits, env=extra, network=network, name=name
-        )
-        outcome = await run_process(
-            command,
-            terminator=_ContainerKiller(self.docker, name),
-            stdin=stdin,
-            wall_seconds=limits.wall_seconds,
-            max_output_bytes=limits.max_output_bytes,
-            env=_client_env(),
-        )
-        after = await asyncio.to_thread(snapshot, root)
-        code = outcome.returncode
-        if code is not None and code < 0:
-            code = 128 - code
-        return SandboxResult(
-            exit_code=code,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            duration=outcome.duration,
-            timed_out=outcome.timed_out,
-            killed_by="timeout" if outcome.timed_out else signal_verdict(code),
-            files_written=changed_files(before, after),
-        )
+        owner = _numeric_owner(self.user) if os.geteuid() == 0 else None
+
+        async def launch(stop: asyncio.Event) -> Outcome:
+            name = f"loopwise-{uuid.uuid4().hex[:16]}"
+            command = self.command(
+                argv, workspace=root, limits=limits, env=extra, network=network, name=name
+            )
+            return await run_process(
+                command,
+                terminator=_ContainerKiller(self.docker, name),
+                stdin=stdin,
+                wall_seconds=limits.wall_seconds,
+                max_output_bytes=limits.max_output_bytes,
+                env=_client_env(),
+                stop=stop,
+            )
+
+        return await supervise(root, limits, owner, launch)
 
     def command(
         self,

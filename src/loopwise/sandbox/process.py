@@ -64,6 +64,8 @@ class Outcome:
     stderr: str
     duration: float
     timed_out: bool
+    stopped: bool = False
+    """Killed because the caller's ``stop`` event was set."""
 
 
 def decode_capped(data: bytes, dropped: int) -> str:
@@ -107,8 +109,10 @@ async def run_process(
     max_output_bytes: int,
     env: dict[str, str],
     pass_fds: Sequence[int] = (),
+    stop: asyncio.Event | None = None,
 ) -> Outcome:
-    """Run ``argv``; past ``wall_seconds`` (or when cancelled) kill its whole tree."""
+    """Run ``argv``; past ``wall_seconds``, when ``stop`` is set, or when cancelled, kill its
+    whole tree."""
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -132,13 +136,14 @@ async def run_process(
     ]
     if stdin is not None:
         tasks.append(asyncio.create_task(_feed(process, stdin)))
-    timed_out = False
+    timed_out = stopped = False
     try:
         try:
             async with asyncio.timeout(wall_seconds):
-                await process.wait()
+                stopped = await _wait(process, stop)
         except TimeoutError:
             timed_out = True
+        if timed_out or stopped:
             await terminator.kill(process)
         await terminator.wait_gone(_DRAIN_GRACE)
         await asyncio.wait(tasks, timeout=_DRAIN_GRACE)
@@ -153,11 +158,27 @@ async def run_process(
         await asyncio.gather(*tasks, return_exceptions=True)
     return Outcome(
         returncode=None if timed_out else process.returncode,
+        stopped=stopped,
         stdout=decode_capped(bytes(out.data), out.dropped),
         stderr=decode_capped(bytes(err.data), err.dropped),
         duration=time.monotonic() - started,
         timed_out=timed_out,
     )
+
+
+async def _wait(process: asyncio.subprocess.Process, stop: asyncio.Event | None) -> bool:
+    """Wait for the launcher to exit; True when ``stop`` was set first."""
+    if stop is None:
+        await process.wait()
+        return False
+    exited = asyncio.ensure_future(process.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((exited, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (exited, stopping):
+            task.cancel()
+    return stop.is_set() and process.returncode is None
 
 
 def kill_group(process: asyncio.subprocess.Process) -> None:

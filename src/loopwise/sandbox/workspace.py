@@ -1,44 +1,223 @@
-"""The workspace seen from the host: what changed during a run, and who may write it."""
+"""The workspace seen from the host: one bounded walk for what changed, how much it holds,
+and (when the host is root) handing it to the sandbox uid.
+
+The walk is iterative and descriptor-based (``openat`` with ``O_NOFOLLOW``): it never
+follows a symlink, never builds a path longer than one name, holds at most one descriptor
+per level, and stops at ``max_depth`` levels and ``max_entries`` entries. A tree deeper
+than that, or with more entries, is reported (``too_deep``, ``capped``) instead of raising,
+so a hostile tree can neither crash nor slow down later runs beyond the caps.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MAX_LISTED", "MAX_SCANNED", "Snapshot", "changed_files", "give_to", "snapshot"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LISTED",
+    "MAX_SCANNED",
+    "Scan",
+    "Snapshot",
+    "changed_files",
+    "give_to",
+    "remove",
+    "scan",
+    "snapshot",
+]
 
-MAX_SCANNED = 20_000  # entries walked per snapshot; beyond that changes go unreported
+MAX_SCANNED = 20_000  # files recorded per snapshot; beyond that changes go unreported
 MAX_LISTED = 200  # paths reported in files_written
+MAX_DEPTH = 64  # directory levels walked; deeper ones are reported, not entered
+MAX_ENTRIES = 1_000_000  # entries walked at most, whatever the caller asks
 
 Snapshot = dict[str, tuple[int, int]]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(slots=True)
+class Scan:
+    """What one walk saw: files (for ``changed_files``), usage, and whether it saw it all."""
+
+    files: Snapshot = field(default_factory=dict)
+    nodes: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
+    """``path -> (inode, bytes, is a directory)`` of every entry (as many as ``record``)."""
+    entries: int = 0
+    """Entries (files, directories, links...) below the root, hard links counted once."""
+    bytes: int = 0
+    """Disk space they use (allocated blocks), hard links counted once."""
+    too_deep: bool = False
+    """A directory lies deeper than ``max_depth``: what is below it was not seen."""
+    capped: bool = False
+    """The walk stopped at ``max_entries``."""
+    chowned: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the walk saw the whole tree."""
+        return not (self.too_deep or self.capped)
+
+    @property
+    def recorded_all(self) -> bool:
+        """Whether every entry is in ``nodes`` (what a later walk finds new is new)."""
+        return self.complete and len(self.nodes) == self.entries
+
+
+@dataclass(slots=True)
+class _Walk:
+    result: Scan
+    max_entries: int
+    max_depth: int
+    record: int
+    owner: tuple[int, int] | None
+    inodes: set[int] = field(default_factory=set)
+
+    @property
+    def room(self) -> int:
+        """Entries left before the cap (one more, to notice the cap)."""
+        return self.max_entries - self.result.entries + 1
+
+    def visit(self, dir_fd: int, name: str, rel: str, info: os.stat_result) -> None:
+        result = self.result
+        if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+            if info.st_ino in self.inodes:
+                return
+            self.inodes.add(info.st_ino)
+        size = getattr(info, "st_blocks", 0) * 512 or info.st_size
+        result.entries += 1
+        result.bytes += size
+        if len(result.nodes) < self.record:
+            result.nodes[rel] = (info.st_ino, size, stat.S_ISDIR(info.st_mode))
+            if stat.S_ISREG(info.st_mode):
+                result.files[rel] = (info.st_mtime_ns, info.st_size)
+        if self.owner is not None and _owned_elsewhere(info, self.owner):
+            try:
+                os.chown(name, *self.owner, dir_fd=dir_fd, follow_symlinks=False)
+                result.chowned += 1
+            except FileNotFoundError:
+                pass
+
+
+def scan(
+    root: Path,
+    *,
+    max_entries: int = MAX_SCANNED,
+    max_depth: int = MAX_DEPTH,
+    record: int = MAX_SCANNED,
+    owner: tuple[int, int] | None = None,
+) -> Scan:
+    """Walk ``root`` (see the module docstring); ``owner`` chowns what is not yet theirs.
+
+    Symlinks keep their owner and a regular file with several hard links is not chowned:
+    one of its other names may lie outside the workspace.
+    """
+    walk = _Walk(Scan(), min(max_entries, MAX_ENTRIES), max_depth, record, owner)
+    top = os.open(root, _DIR_FLAGS)
+    try:
+        if owner is not None and _owned_elsewhere(os.fstat(top), owner):
+            os.fchown(top, *owner)
+            walk.result.chowned += 1
+        _descend(walk, top)
+    finally:
+        os.close(top)
+    return walk.result
+
+
+def _descend(walk: _Walk, top: int) -> None:
+    """Depth first, one open descriptor per level; ``top`` stays the caller's."""
+    stack: list[tuple[int, str, list[str]]] = [(top, "", _names(top, walk.room))]
+    try:
+        while stack:
+            fd, prefix, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if fd != top:
+                    os.close(fd)
+                continue
+            child = _enter(walk, fd, prefix, pending.pop(), len(stack))
+            if child is not None:
+                stack.append(child)
+            if walk.result.capped:
+                return
+    finally:
+        for fd, _, _ in stack:
+            if fd != top:
+                os.close(fd)
+
+
+def _enter(
+    walk: _Walk, fd: int, prefix: str, name: str, depth: int
+) -> tuple[int, str, list[str]] | None:
+    """Visit one entry; for a directory that may be walked, its (fd, path, names)."""
+    if walk.result.entries >= walk.max_entries:
+        walk.result.capped = True
+        return None
+    try:
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+    rel = prefix + name
+    walk.visit(fd, name, rel, info)
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    if depth >= walk.max_depth:
+        walk.result.too_deep = True
+        return None
+    try:
+        child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except OSError:
+        return None
+    try:
+        return child, rel + "/", _names(child, walk.room)
+    except BaseException:
+        os.close(child)
+        raise
+
+
+def _names(fd: int, limit: int) -> list[str]:
+    """At most ``limit`` names from the directory (a huge one is not read to its end)."""
+    try:
+        with os.scandir(fd) as entries:
+            return [entry.name for entry in itertools.islice(entries, max(limit, 1))]
+    except OSError:
+        return []
+
+
+def remove(root: Path, rel: str, *, directory: bool = False) -> bool:
+    """Unlink ``rel`` (or rmdir it, if empty) below ``root``, never following a symlink on
+    the way; True when it was removed."""
+    *parents, name = rel.split("/")
+    opened: list[int] = []
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+        opened.append(fd)
+        for part in parents:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            opened.append(fd)
+        if directory:
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+    except OSError:
+        return False
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return True
+
+
+def _owned_elsewhere(info: os.stat_result, owner: tuple[int, int]) -> bool:
+    if stat.S_ISLNK(info.st_mode) or (info.st_uid, info.st_gid) == owner:
+        return False
+    return not (stat.S_ISREG(info.st_mode) and info.st_nlink > 1)
 
 
 def snapshot(root: Path, limit: int = MAX_SCANNED) -> Snapshot:
     """``relative path -> (mtime_ns, size)`` of regular files, symlinks never followed."""
-    found: Snapshot = {}
-    stack = [root]
-    seen = 0
-    while stack and seen < limit:
-        directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > limit:
-                break
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                stack.append(Path(entry.path))
-            elif stat.S_ISREG(info.st_mode):
-                rel = os.path.relpath(entry.path, root)
-                found[rel] = (info.st_mtime_ns, info.st_size)
-    return found
+    return scan(root, max_entries=limit, record=limit).files
 
 
 def changed_files(before: Snapshot, after: Snapshot, limit: int = MAX_LISTED) -> list[str]:
@@ -50,41 +229,10 @@ def changed_files(before: Snapshot, after: Snapshot, limit: int = MAX_LISTED) ->
     return changed
 
 
-def give_to(root: Path, uid: int, gid: int) -> int:
+def give_to(root: Path, uid: int, gid: int, *, max_entries: int = MAX_ENTRIES) -> int:
     """Make ``root`` and everything under it owned by ``uid:gid``; returns how many changed.
 
     Used when the host runs as root and the sandbox as an unprivileged uid, which must be
-    able to write the workspace. The walk holds directory descriptors and never follows
-    symlinks (a link planted in the workspace cannot redirect it), symlinks keep their
-    owner, and a regular file with several hard links is skipped: one of its other names
-    may lie outside the workspace.
+    able to write the workspace. Bounded like :func:`scan`, which does the work.
     """
-    changed = 0
-    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        changed += _give(top, None, uid, gid)
-    finally:
-        os.close(top)
-    for _dirpath, dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
-        for name in (*dirnames, *filenames):
-            changed += _give(dir_fd, name, uid, gid)
-    return changed
-
-
-def _give(dir_fd: int, name: str | None, uid: int, gid: int) -> int:
-    try:
-        if name is None:
-            info = os.fstat(dir_fd)
-        else:
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return 0
-    if stat.S_ISLNK(info.st_mode) or (info.st_uid, info.st_gid) == (uid, gid):
-        return 0
-    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-        return 0
-    if name is None:
-        os.fchown(dir_fd, uid, gid)
-    else:
-        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-    return 1
+    return scan(root, max_entries=max_entries, record=0, owner=(uid, gid)).chowned
