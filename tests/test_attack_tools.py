@@ -541,3 +541,9 @@ def test_redaction_keeps_ordinary_command_lines() -> None:
         assert redact_argv(argv) == " ".join(argv)
     for line in ("basic authentication failed", "ERROR 10:00:20 token expired", "a=1 b=2"):
         assert redact_text(line) == line
+    hostile = ["a" * 50_000, "a-" * 25_000, "ab=" * 20_000, "--key " * 10_000, '"' * 50_000]
+    hostile += ["-----BEGIN PRIVATE KEY-----" * 2_000, "https://" * 6_000, "eyJ" * 16_000]
+    for text in hostile:  # linear patterns: hostile text cannot hold the GIL for long
+        started = time.perf_counter()
+        redact_text(text, entropy=True)
+        assert time.perf_counter() - started < 0.5, text[:20]

@@ -41,7 +41,8 @@ _SECRET_ENDINGS = ("key", "keys", "token", "tokens", "secret", "password", "pass
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
 _PAIR = re.compile(
-    r"""(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,80})(?P<q>["']?)(?P<sep>[ \t]{0,3}(?::(?!//)|=)[ \t]{0,3})"""
+    r"""(?<![A-Za-z0-9_.-])(?P<name>-{0,2}[A-Za-z_][A-Za-z0-9_.-]{0,80})(?P<q>["']?)"""
+    r"""(?P<sep>[ \t]{0,3}(?::(?!//)|=)[ \t]{0,3})"""
     r"""(?P<val>"[^"\n]{0,4096}"|'[^'\n]{0,4096}'|[^\s&,;"'<>(){}\[\]]{1,4096})"""
 )
 _FLAG = re.compile(
@@ -55,10 +56,10 @@ _USERINFO = re.compile(
 _AUTH = re.compile(
     r"(?i)\b(?P<scheme>bearer|basic|digest)(?P<sep>[ \t]{1,3})(?P<val>[A-Za-z0-9._~+/=:-]{8,4096})"
 )
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
 _SHAPES = re.compile(
-    r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----[\s\S]{0,20000}?-----END [A-Z0-9 ]{0,40}"
-    r"PRIVATE KEY-----"
-    r"|\bsk-[A-Za-z0-9_-]{16,512}"
+    r"\bsk-[A-Za-z0-9_-]{16,512}"
     r"|\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,256}"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,255}"
     r"|\bgithub_pat_[A-Za-z0-9_]{20,255}"
@@ -104,7 +105,7 @@ def secret_name(name: str) -> bool:
 
 def redact_text(text: str, *, entropy: bool = False) -> str:
     """``text`` with what looks like a secret replaced by ``[REDACTED]`` (names kept)."""
-    text = _SHAPES.sub(REDACTED, text)
+    text = _SHAPES.sub(REDACTED, _pem_keys(text))
     text = _USERINFO.sub(_userinfo, text)
     text = _AUTH.sub(_credentials, text)
     text = _FLAG.sub(_named, text)
@@ -141,6 +142,17 @@ def redact_argv(argv: Sequence[str]) -> str:
             arg = f"{user}:{REDACTED}" if colon else arg
         out.append(redact_text(arg, entropy=True))
     return " ".join(out)
+
+
+def _pem_keys(text: str) -> str:
+    """Private keys in PEM armour redacted, up to their end line (or the end of ``text``)."""
+    out: list[str] = []
+    pos = 0
+    while (begin := _PEM_BEGIN.search(text, pos)) is not None:
+        end = _PEM_END.search(text, begin.end())
+        out.append(text[pos : begin.start()] + REDACTED)
+        pos = end.end() if end else len(text)
+    return "".join(out) + text[pos:] if out else text
 
 
 def _previous(out: list[str]) -> str:
