@@ -27,6 +27,7 @@ from ..errors import LoopwiseError, UsageError
 if TYPE_CHECKING:
     from ..durable import DurableEngine
     from ..server import AuthSetup
+    from ..server.limits import ConnectionLimits
 
 __all__ = ["running", "serve", "worker"]
 
@@ -85,10 +86,20 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    max_connections: Annotated[
+        int, typer.Option(min=2, help="Open connections at most (the oldest idle one yields).")
+    ] = 1000,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request's headers may take to arrive.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request's body may take to arrive.")
+    ] = 30.0,
 ) -> None:
     """Serve the HTTP API (/v1, docs at /docs) with in-process workers."""
     try:
         from ..server import create_app, resolve_auth
+        from ..server.limits import ConnectionLimits
 
         keys = list(api_key or []) + _env_keys()
         auth = resolve_auth(keys, host=host, data_dir=data_dir(create=not keys))
@@ -96,9 +107,15 @@ def serve(
         app = create_app(
             engine, api_keys=auth.keys, require_auth=auth.require_auth, manage_engine=False
         )
+        limits = ConnectionLimits(
+            header_seconds=header_timeout,
+            body_seconds=body_timeout,
+            max_connections=max_connections,
+        )
     except LoopwiseError as exc:
         _fail(exc)
-    raise typer.Exit(asyncio.run(_serve(app, engine, host, port, auth, log_level)))
+    options = {"host": host, "port": port, "log_level": log_level, "limits": limits}
+    raise typer.Exit(asyncio.run(_serve(app, engine, auth, options)))
 
 
 def worker(
@@ -152,16 +169,18 @@ async def running(engine: DurableEngine) -> AsyncIterator[None]:
         await engine.stop()
 
 
-async def _serve(
-    app: Any, engine: DurableEngine, host: str, port: int, auth: AuthSetup, log_level: str
-) -> int:
+async def _serve(app: Any, engine: DurableEngine, auth: AuthSetup, options: dict[str, Any]) -> int:
     """Start the engine first, so that a database problem is reported before binding."""
     async with running(engine):
-        return await _uvicorn(app, host, port, auth, log_level)
+        return await _uvicorn(app, auth, **options)
 
 
-async def _uvicorn(app: Any, host: str, port: int, auth: AuthSetup, log_level: str) -> int:
+async def _uvicorn(
+    app: Any, auth: AuthSetup, *, host: str, port: int, log_level: str, limits: ConnectionLimits
+) -> int:
     import uvicorn
+
+    from ..server.limits import fit_to_descriptors, uvicorn_config
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -176,8 +195,13 @@ async def _uvicorn(app: Any, host: str, port: int, auth: AuthSetup, log_level: s
                 # Shut down gracefully: exit 0 instead of re-raising SIGINT/SIGTERM.
                 self._captured_signals.clear()
 
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+    config = uvicorn_config(
+        app,
+        limits=fit_to_descriptors(limits),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
     )
     server = Server(config)
     try:
