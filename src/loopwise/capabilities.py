@@ -128,10 +128,10 @@ class Capability:
     async def tools(self, run: RunContext) -> Sequence[Tool]:
         return ()
 
-    def wrap_model(self, model: Model) -> Model:
+    def wrap_model(self, run: RunContext, model: Model) -> Model:
         return model
 
-    def wrap_tool(self, tool: Tool) -> Tool:
+    def wrap_tool(self, run: RunContext, tool: Tool) -> Tool:
         return tool
 
     async def before_model(self, run: RunContext, request: ModelRequest) -> ModelRequest | None:

@@ -284,9 +284,9 @@ class RunContext:
                     )
                 tools[t.name] = t
         for cap in self._hooks["wrap_model"]:
-            self.model = cap.wrap_model(self.model)
+            self.model = cap.wrap_model(self, self.model)
         for cap in self._hooks["wrap_tool"]:
-            tools = {name: cap.wrap_tool(t) for name, t in tools.items()}
+            tools = {name: cap.wrap_tool(self, t) for name, t in tools.items()}
         if tools != self.tools:
             self.tools = tools
             self._define_tools()

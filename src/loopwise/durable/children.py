@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..capabilities import Capability
+from ..run import RunContext
 from ..messages import AssistantMessage, Message, ToolDefinition
 from ..models import Model, ModelSettings
 from ..tools import Tool, ToolContext
@@ -107,10 +108,10 @@ class ChildCheckpoints(Capability):
         self.steps = steps
         self.run_id = run_id
 
-    def wrap_model(self, model: Model) -> Model:
+    def wrap_model(self, run: RunContext, model: Model) -> Model:
         return _ChildModel(model, self.steps, self.run_id)
 
-    def wrap_tool(self, tool: Tool) -> Tool:
+    def wrap_tool(self, run: RunContext, tool: Tool) -> Tool:
         return _child_tool(tool, self.steps, self.run_id)
 
     def for_child(self, run_id: str) -> Capability | None:

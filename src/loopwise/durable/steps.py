@@ -28,6 +28,7 @@ from dbos._error import DBOSWorkflowCancelledError
 
 from ..approval import ApprovalNeeded
 from ..capabilities import Capability
+from ..run import RunContext
 from ..errors import ModelError
 from ..events import Event, RunFinished, parse_event
 from ..messages import (
@@ -73,10 +74,10 @@ class DurableCheckpoints(Capability):
     def __init__(self, host: StepHost):
         self.host = host
 
-    def wrap_model(self, model: Model) -> Model:
+    def wrap_model(self, run: RunContext, model: Model) -> Model:
         return DurableModel(model, self.host)
 
-    def wrap_tool(self, tool: Tool) -> Tool:
+    def wrap_tool(self, run: RunContext, tool: Tool) -> Tool:
         return durable_tool(tool, self.host)
 
     def for_child(self, run_id: str) -> Capability | None:
