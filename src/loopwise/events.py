@@ -28,6 +28,7 @@ __all__ = [
     "ModelResponded",
     "ModelText",
     "OutputRetry",
+    "PolicyDecision",
     "RunFinished",
     "RunStarted",
     "TextDelta",
@@ -197,6 +198,20 @@ class RunFinished(_Event):
     parent_run_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecision(_Event):
+    """A policy decided a tool call (``deny``, ``ask``, or an ``allow`` worth recording):
+    the rule that matched, why, and the untrusted sources that had entered the run."""
+
+    type: Literal["policy_decision"] = "policy_decision"
+    call_id: str
+    name: str
+    action: Literal["allow", "ask", "deny"]
+    rule: str
+    reason: str
+    taint: list[str] = field(default_factory=list)
+
+
 Event: TypeAlias = (
     RunStarted
     | ModelRequested
@@ -212,6 +227,7 @@ Event: TypeAlias = (
     | OutputRetry
     | MemoryRecalled
     | RunFinished
+    | PolicyDecision
 )
 
 

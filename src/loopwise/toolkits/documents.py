@@ -76,8 +76,8 @@ def documents(
         return await asyncio.to_thread(reader.pdf, path, pages)
 
     return [
-        tool(max_output_chars=max_chars + 500)(read_image),
-        tool(max_output_chars=max_chars + 500)(read_pdf),
+        tool(max_output_chars=max_chars + 500, trusted=False, effects=["read"])(read_image),
+        tool(max_output_chars=max_chars + 500, trusted=False, effects=["read"])(read_pdf),
     ]
 
 

@@ -14,13 +14,14 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException, HTTPResponse
+from typing import Any, TypeAlias
 from urllib.parse import urljoin
 
 from ..errors import ModelRetry, UsageError
-from ..tools import Tool, tool
+from ..tools import Tool, ToolContext, tool
 from . import _netguard
 from ._netguard import FetchRefused, IPAddress, Policy, Target
 from ._webtext import Kind, decode, kind_of, require_html_libraries, sniff, to_text
@@ -70,7 +71,7 @@ def http(
         )
     fetcher = _Fetcher(Policy.build(allow, deny), timeout, max_bytes, max_redirects, user_agent)
 
-    async def http_get(url: str, offset: int = 0) -> str:
+    async def http_get(ctx: ToolContext[Any], url: str, offset: int = 0) -> str:
         """Fetch a web page or API with HTTP GET and return its status, content type and text.
 
         HTML comes back as Markdown, JSON indented; binary content is refused.
@@ -83,13 +84,41 @@ def http(
             raise ModelRetry(f"offset must be 0 or more, not {offset}.")
         try:
             async with asyncio.timeout(timeout + 1.0):
-                page = await asyncio.to_thread(fetcher.fetch, url)
+                page = await asyncio.to_thread(fetcher.fetch, url, egress_check(ctx))
         except TimeoutError:
             raise ModelRetry(f"{url} did not answer within the {timeout:g} s time limit.") from None
         text = await asyncio.to_thread(page.readable)
         return page.render(text, offset, max_chars)
 
-    return [tool(idempotent=True, max_output_chars=max_chars + 1_000)(http_get)]
+    make = tool(
+        idempotent=True, max_output_chars=max_chars + 1_000, effects=["read", "egress"]
+    )  # its output is a third party's: untrusted
+    return [make(http_get)]
+
+
+EgressCheck: TypeAlias = Callable[[str], "str | None"]
+
+
+def egress_check(ctx: ToolContext[Any] | None) -> EgressCheck:
+    """The run's egress policy for requests a call makes on its own (redirects): every
+    capability of the run with a ``check_egress(run_id, url)`` method is asked; the first
+    reason it gives refuses the request."""
+    scope = ctx.run if ctx is not None else None
+    checks: list[Callable[[str, str], Any]] = [
+        found
+        for cap in (scope.capabilities if scope is not None else ())
+        if callable(found := getattr(cap, "check_egress", None))
+    ]
+    run_id = ctx.run_id if ctx is not None else ""
+
+    def refused(url: str) -> str | None:
+        for c in checks:
+            reason = c(run_id, url)
+            if reason:
+                return str(reason)
+        return None
+
+    return refused
 
 
 @dataclass(slots=True)
@@ -203,10 +232,15 @@ class _Fetcher:
     user_agent: str
     tls: ssl.SSLContext | None = field(default=None, init=False)
 
-    def fetch(self, url: str) -> _Page:
+    def fetch(self, url: str, egress: EgressCheck | None = None) -> _Page:
         deadline = time.monotonic() + self.timeout
         via: str | None = None
         for _ in range(self.max_redirects + 1):
+            refused = egress(url) if egress is not None and via is not None else None
+            if refused:
+                raise FetchRefused(
+                    f"The redirect from {via} to {url} was refused by the run's policy: {refused}."
+                )
             target, addresses = _netguard.check(url, self.policy, via=via)
             conn, resp = self._open(target, addresses, deadline)
             try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelRetry, UsageError
-from ..tools import Tool, tool
+from ..tools import Effect, Tool, tool
 from ._process import ProcessResult, minimal_env, run_process
 
 __all__ = ["scripts"]
@@ -48,6 +48,7 @@ def scripts(
     max_output_chars: int = 20_000,
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
+    effects: Sequence[Effect] = ("external",),
 ) -> list[Tool]:
     """A ``run_script`` tool that runs only the scripts named in ``source``.
 
@@ -56,6 +57,8 @@ def scripts(
     ``timeout`` (seconds) kills the script and its children; ``max_output_chars`` caps each of
     stdout and stderr; ``env`` is added to a minimal environment (PATH, HOME, LANG), so host
     secrets never reach the scripts; ``cwd`` is where they run (default: this process's).
+    ``effects`` is what the scripts may do, for policies (any effect on the host, by default);
+    their output is untrusted.
     """
     table = (
         _from_directory(Path(source)) if isinstance(source, str | Path) else _from_mapping(source)
@@ -94,6 +97,8 @@ def scripts(
         return _render(name, result, timeout)
 
     make = tool(
+        effects=effects,
+        trusted=False,
         description=_describe(table),
         max_output_chars=2 * max_output_chars + 1_000,
         timeout=timeout + 10.0,
