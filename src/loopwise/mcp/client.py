@@ -49,6 +49,7 @@ ProgressHandler: TypeAlias = Callable[[str, float, "float | None", "str | None"]
 CONNECTION_CLOSED = -32000
 REQUEST_TIMEOUT = -32001
 _LOST = "Connection closed"
+_HTTP_ERROR = "Server returned an error response"
 
 
 class MCPServer(Capability):
@@ -182,6 +183,7 @@ class MCPServer(Capability):
         """The SDK client of a live connection, starting the server when there is none."""
         if self._lock is None:
             self._lock = asyncio.Lock()
+        await asyncio.sleep(0)  # let a pending end-of-stream (the server died) be seen
         async with self._lock:
             conn = self._conn
             if conn is not None and conn.loop is not asyncio.get_running_loop():
@@ -240,7 +242,7 @@ class MCPServer(Capability):
         try:
             return await request(client)
         except Exception as exc:
-            if not _is_lost(exc):
+            if not _is_lost(exc) and not await self._session_gone(client, exc):
                 raise
         self._lost()
         return await request(await self._live())
@@ -335,12 +337,31 @@ class MCPServer(Capability):
                     progress_callback=progress,
                 )  # fmt: skip
             except Exception as exc:
-                if attempt == 1 and _is_rejected_session(exc):
+                if attempt == 1 and await self._session_gone(client, exc):
                     self._lost()
                     continue  # the server refused it before running it: safe to send again
                 raise self._failure(name, exc) from exc
             return self._result(name, result)
         raise AssertionError("unreachable")
+
+    async def _session_gone(self, client: Any, exc: Exception) -> bool:
+        """The server refused ``exc``'s request because it no longer knows our session
+        (expired, or the server restarted): nothing ran, a new session may send it again.
+
+        Said outright (404 / "session" errors), or an HTTP error response after which a
+        listing (changes nothing) on the same session fails too."""
+        if _is_lost(exc):
+            return False
+        if _is_rejected_session(exc):
+            return True
+        if not isinstance(self.spec, HttpSpec) or _HTTP_ERROR not in str(exc):
+            return False
+        try:
+            async with asyncio.timeout(5):
+                await client.list_tools(cache_mode="refresh")
+        except Exception:
+            return True
+        return False
 
     def _result(self, name: str, result: Any) -> Any:
         if result.is_error:
@@ -435,16 +456,34 @@ def _is_rejected_session(exc: BaseException) -> bool:
 
 
 def _default_name(spec: StdioSpec | HttpSpec) -> str:
-    """A short name: the package or script of a command, the host of a URL."""
+    """A short name: the package a launcher (npx, uvx, node...) runs, else the command's
+    file name; the host of a URL."""
     if isinstance(spec, HttpSpec):
         from urllib.parse import urlsplit
 
         return urlsplit(spec.url).hostname or "mcp"
-    words = [spec.command, *spec.args]
-    for word in words[1:]:
-        if not word.startswith("-"):
-            return word.rstrip("/").rsplit("/", 1)[-1].split("@")[0] or "mcp"
-    return spec.command.rstrip("/").rsplit("/", 1)[-1] or "mcp"
+    base = spec.command.rstrip("/").rsplit("/", 1)[-1]
+    if base.split(".")[0].rstrip("0123456789.") in _LAUNCHERS:
+        for word in spec.args:
+            if not word.startswith("-"):
+                return _package_name(word)
+    return base or "mcp"
+
+
+def _package_name(word: str) -> str:
+    """``@scope/pkg@1.2`` -> ``pkg``; ``.../server-x/dist/index.js`` -> ``server-x``."""
+    parts = [p for p in word.split("/") if p]
+    while parts:
+        name = parts.pop().split("@")[0]
+        for ext in (".py", ".js", ".mjs", ".cjs", ".ts"):
+            name = name.removesuffix(ext)
+        if name and name not in _GENERIC:
+            return name
+    return "mcp"
+
+
+_GENERIC = frozenset({"index", "main", "cli", "server", "dist", "build", "lib", "src", "bin", "."})
+_LAUNCHERS = frozenset({"npx", "uvx", "node", "python", "bunx", "pnpx", "deno", "pipx", "uv"})
 
 
 __all__ += ["MCPStartError"]

@@ -75,6 +75,11 @@ class StderrTail:
 
         self._transport, _ = await loop.connect_read_pipe(Reader, self._read)
 
+    @property
+    def ended(self) -> bool:
+        """The server's stderr closed: the process has ended (or closed its stderr)."""
+        return self._eof.is_set()
+
     def spawned(self) -> None:
         """Drop our copy of the write end, so EOF comes when the server's copies close."""
         if not self.file.closed:
@@ -204,6 +209,8 @@ class Connection:
         """False once the server has gone away (process ended, stream closed)."""
         client = self.client
         if client is None or self._holder is None or self._holder.done():
+            return False
+        if self._stderr is not None and self._stderr.ended:
             return False
         session = getattr(client, "_session", None)
         dispatcher = getattr(session, "_dispatcher", None)
