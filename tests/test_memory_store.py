@@ -91,9 +91,10 @@ def test_a_near_duplicate_is_merged_not_stored_twice(memory: Memory) -> None:
 
 
 def test_untrusted_is_kept_through_a_merge(memory: Memory) -> None:
-    run(memory.remember("Deploy window is Friday 18:00.", namespace=A, untrusted=True))
-    merged = run(memory.remember("Deploy window is Friday 18:00", namespace=A))
-    assert merged.untrusted and merged.merged == 1
+    tool = ("agent", "tool:fetch")
+    run(memory.remember("Deploy window is Friday 18:00.", namespace=A, provenance=tool))
+    merged = run(memory.remember("Deploy window is Friday 18:00", namespace=A, provenance=tool))
+    assert merged.untrusted and merged.merged == 1 and merged.provenance == tool
 
 
 def test_prune_by_age_and_by_count(memory: Memory) -> None:

@@ -7,13 +7,22 @@ import builtins
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UsageError
 from ..models import Model
 from ..result import RunResult
 from .embed import Embedder, LocalEmbedder
+from .provenance import (
+    AGENT,
+    FLAG_INSTRUCTIONS,
+    RECALLED,
+    USER,
+    input_sources,
+    run_sources,
+    tool_result_sources,
+)
 from .rank import MemorySettings, rank, terms_of
 from .records import (
     MAX_TEXT_CHARS,
@@ -25,7 +34,7 @@ from .records import (
     new_memory_id,
 )
 from .store import Candidate, MemoryStore, open_store
-from .summary import deterministic_summary, model_summary, used_tool_output
+from .summary import deterministic_summary, model_summary
 
 if TYPE_CHECKING:
     from .hook import MemoryCapability
@@ -113,18 +122,26 @@ class Memory:
         namespace: Namespace,
         kind: MemoryKind = "fact",
         source: str = "user",
-        untrusted: bool = False,
+        provenance: Sequence[str] | None = None,
         run_id: str | None = None,
         task: str | None = None,
         status: str | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> MemoryRecord:
-        """Store ``text``; a near-duplicate of the same kind in the namespace (cosine at or
-        above ``settings.duplicate_similarity``) is updated instead of stored twice."""
+        """Store ``text``; a near-duplicate of the same kind and trust in the namespace
+        (cosine at or above ``settings.duplicate_similarity``) is updated instead.
+
+        ``provenance`` (default: ``("user",)``, the application or user stored it) is what
+        makes a memory trusted or not; store a tool's output with ``("user", "tool:NAME")``.
+        Text written by anything but the user that reads like instructions gets
+        ``flag:instructions`` as well (wording only ever adds distrust)."""
         text = _storable(text).strip()
         task = None if task is None else _storable(task)
         if len(text) > MAX_TEXT_CHARS:
             text = text[: MAX_TEXT_CHARS - 1] + "…"
+        provenance = tuple(provenance) if provenance is not None else (USER,)
+        if provenance[:1] != (USER,) and looks_like_instructions(text):
+            provenance = (*provenance, FLAG_INSTRUCTIONS)
         now = time.time()
         record = MemoryRecord(
             id=new_memory_id(),
@@ -132,7 +149,7 @@ class Memory:
             kind=kind,
             text=text,
             source=source,
-            untrusted=untrusted or looks_like_instructions(text),
+            provenance=provenance,
             created_at=now,
             updated_at=now,
             run_id=run_id,
@@ -155,13 +172,19 @@ class Memory:
             return merged
 
     def _twin(self, record: MemoryRecord, vector: builtins.list[float]) -> MemoryRecord | None:
+        """The memory ``record`` updates: the same run's, else a near-duplicate of the same
+        kind and trust (untrusted text never overwrites a trusted memory, nor the reverse)."""
         if record.kind == "run" and record.run_id:
             same = self.store.find_run(record.namespace, record.run_id)
             if same is not None:
                 return same
         found: builtins.list[Candidate] = self.store.search(record.namespace, vector, [], 3)
         for c in sorted(found, key=lambda c: -c.cosine):
-            if c.record.kind == record.kind and c.cosine >= self.settings.duplicate_similarity:
+            if (
+                c.record.kind == record.kind
+                and c.record.untrusted == record.untrusted
+                and c.cosine >= self.settings.duplicate_similarity
+            ):
                 return c.record
         return None
 
@@ -174,7 +197,13 @@ class Memory:
         model: Model | None = None,
         recalled_untrusted: bool = False,
     ) -> MemoryRecord:
-        """Write the memory of a finished run (model summary, else the deterministic one)."""
+        """Write the memory of a finished run (model summary, else the deterministic one).
+
+        Its provenance is ``agent`` plus every untrusted source the run saw (see
+        :func:`_seen_by`), and ``recalled`` when ``recalled_untrusted``."""
+        seen = _seen_by(result)
+        if recalled_untrusted:
+            seen.add(RECALLED)
         text: str | None = None
         source = "deterministic"
         if self.summarize == "model" and model is not None:
@@ -187,7 +216,7 @@ class Memory:
             namespace=namespace,
             kind="run",
             source=source,
-            untrusted=used_tool_output(result) or recalled_untrusted,
+            provenance=(AGENT, *sorted(seen)),
             run_id=result.run_id,
             task=task[:1000],
             status=result.status,
@@ -278,6 +307,19 @@ class Memory:
         self._opened = False
 
 
+def _seen_by(result: RunResult[Any]) -> set[str]:
+    """The kinds of untrusted content a finished run had in its context: what its state
+    recorded, documents and images given as input; and every tool with a result when there
+    is no state or the run was cut short (results kept on the way out may not be recorded)."""
+    state = result.state
+    seen = input_sources(result.messages)
+    if state is not None:
+        seen |= run_sources(state.untrusted)
+    if state is None or result.status != "completed":
+        seen |= tool_result_sources(result.messages)
+    return seen
+
+
 def _storable(text: str) -> str:
     """``text`` that every store and embedder takes: NUL (PostgreSQL refuses it) and lone
     surrogates (not UTF-8; a JSON ``"\\ud800"`` gives one) become U+FFFD."""
@@ -290,8 +332,8 @@ def _storable(text: str) -> str:
 
 
 def _merge(old: MemoryRecord, new: MemoryRecord) -> MemoryRecord:
-    """A near-duplicate keeps the old id and age of first sight, takes the newer text and
-    provenance, and stays untrusted if either was."""
+    """A near-duplicate keeps the old id and age of first sight, takes the newer text, and
+    has the provenance of both (so it stays untrusted if either was)."""
     run_ids = tuple(dict.fromkeys((*old.run_ids, *new.run_ids)))
     return MemoryRecord(
         id=old.id,
@@ -299,7 +341,7 @@ def _merge(old: MemoryRecord, new: MemoryRecord) -> MemoryRecord:
         kind=old.kind,
         text=new.text,
         source=new.source,
-        untrusted=old.untrusted or new.untrusted,
+        provenance=(*new.provenance, *old.provenance),
         created_at=old.created_at,
         updated_at=new.updated_at,
         run_id=new.run_id or old.run_id,

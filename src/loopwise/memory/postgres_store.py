@@ -99,6 +99,8 @@ class PostgresStore:
                 merged INTEGER NOT NULL, meta TEXT NOT NULL, embedding {column} NOT NULL,
                 tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED)"""
         )
+        # a database from before provenance: its rows keep NULL and read as legacy
+        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS provenance TEXT")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {_TABLE}_ns ON {_TABLE} (namespace, updated_at)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {_TABLE}_tsv ON {_TABLE} USING gin (tsv)")
         conn.execute(

@@ -6,10 +6,13 @@ import json
 import re
 import secrets
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from ..errors import UsageError
+from .defuse import skeleton, strip_invisible
+from .provenance import clean_provenance, is_untrusted
 
 __all__ = [
     "Hit",
@@ -24,19 +27,34 @@ MemoryKind: TypeAlias = Literal["run", "fact"]
 MAX_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 200
 
-# Phrases that try to steer a model; a memory holding one is marked untrusted whatever its
-# source (defence in depth: recalled text is always shown as quoted data anyway).
-_INSTRUCTION_LIKE = re.compile(
-    r"ignore (all |any )?(the )?(previous|prior|above|earlier) (instructions|prompts?|rules)"
-    r"|disregard (all |any )?(the )?(previous|prior|above|system)"
-    r"|you are now\b|new instructions\s*:|system prompt|</?(system|instructions?)>",
-    re.IGNORECASE,
+# Phrases that try to steer a model. Only an extra signal that adds distrust to what the
+# agent writes: trust comes from provenance (see provenance.py), never from wording, and
+# a check like this one is bypassed by rewording (measured in tests/test_attack_memory.py).
+_LATIN = re.compile(
+    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|prompts?|rules|"
+    r"directions|guidelines|polic(y|ies)|directives?)\b"
+    r"|\b(new|updated|revised|current) (system |security )?(instructions?|polic(y|ies)|rules|"
+    r"guidelines|directives?)\s*:|\byou are now\b|\bsystem prompt\b"
+    r"|\bdeveloper mode\b|\bdo not (tell|inform) the user\b"
+    r"|\"role\"\s*:\s*\"(system|developer)\""
+    r"|<\|?/?(system|instructions?|im_start|start_header_id|start_of_turn|inst)\b"
+    r"|\[/?inst\]|<<sys>>",
+)
+_OTHER_SCRIPTS = re.compile(
+    r"игнорир\w* .{0,30}инструкц|忽略.{0,10}(指令|指示|说明|提示)|無視|指示を無視|무시"
+    r"|instrucciones anteriores|instructions précédentes|vorherigen anweisungen"
+    r"|istruzioni precedenti|instruções anteriores"
 )
 
 
 def looks_like_instructions(text: str) -> bool:
-    """True when ``text`` contains a phrase typical of prompt injection."""
-    return _INSTRUCTION_LIKE.search(text) is not None
+    """True when ``text`` reads like prompt injection, after folding look-alike letters,
+    invisible characters and accents. Adds distrust to agent-written text; never trust."""
+    folded = skeleton(text)
+    if _LATIN.search(folded) or _OTHER_SCRIPTS.search(folded):
+        return True
+    plain = unicodedata.normalize("NFKC", strip_invisible(text)[0]).casefold()
+    return _OTHER_SCRIPTS.search(plain) is not None
 
 
 def new_memory_id() -> str:
@@ -81,10 +99,11 @@ class Namespace:
 class MemoryRecord:
     """One memory: its text and where it came from.
 
-    ``source`` says who wrote the text (``model`` summary, ``deterministic`` summary,
-    ``agent`` via the remember tool, ``user`` through the API or code). ``untrusted`` is
-    true when the content came from tool output (or looks like injected instructions).
-    ``run_ids`` lists every run merged into this record (near-duplicates are merged).
+    ``provenance`` lists the source kinds the text may derive from, writer first (``user``,
+    ``agent``, ``tool:<name>``, ``recalled``, ...: see :mod:`loopwise.memory.provenance`);
+    ``untrusted`` is derived from it alone. ``source`` says how it was written (``model``
+    or ``deterministic`` summary, ``agent`` via the remember tool, ``user`` through the API
+    or code). ``run_ids`` lists every run merged into this record.
     """
 
     id: str
@@ -92,7 +111,6 @@ class MemoryRecord:
     kind: MemoryKind
     text: str
     source: str
-    untrusted: bool
     created_at: float
     updated_at: float
     run_id: str | None = None
@@ -101,8 +119,10 @@ class MemoryRecord:
     run_ids: tuple[str, ...] = ()
     merged: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    provenance: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance", clean_provenance(self.provenance))
         if not self.text.strip():
             raise UsageError("A memory's text is empty; give it something to remember.")
         if len(self.text) > MAX_TEXT_CHARS:
@@ -110,6 +130,11 @@ class MemoryRecord:
                 f"A memory's text has {len(self.text)} characters; the limit is "
                 f"{MAX_TEXT_CHARS}. Summarise it first."
             )
+
+    @property
+    def untrusted(self) -> bool:
+        """True unless every provenance entry is a trusted writer (``user``, ``agent``)."""
+        return is_untrusted(self.provenance)
 
     @property
     def age_seconds(self) -> float:
@@ -120,6 +145,8 @@ class MemoryRecord:
         data = asdict(self)
         data["namespace"] = {"agent": self.namespace.agent, "key": self.namespace.key}
         data["run_ids"] = list(self.run_ids)
+        data["provenance"] = list(self.provenance)
+        data["untrusted"] = self.untrusted
         return data
 
 

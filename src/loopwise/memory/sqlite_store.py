@@ -83,6 +83,9 @@ class SqliteStore:
             f"namespace TEXT PARTITION KEY, embedding float[{int(dimensions)}] "
             "distance_metric=cosine)"
         )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(memories)")}
+        if "provenance" not in columns:  # a database from before provenance: NULL = legacy
+            conn.execute("ALTER TABLE memories ADD COLUMN provenance TEXT")
 
     def _check(self, conn: Any, embedder_name: str, dimensions: int) -> None:
         conn.execute(

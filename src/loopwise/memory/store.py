@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..datadir import data_dir
 from ..errors import UsageError
+from .provenance import UNKNOWN, clean_provenance, is_untrusted, legacy_provenance
 from .records import MemoryRecord, Namespace
 
 __all__ = ["COLUMNS", "Candidate", "MemoryStore", "open_store", "record_from_row", "row_of"]
@@ -38,6 +39,7 @@ COLUMNS = (
     "run_ids",
     "merged",
     "meta",
+    "provenance",
 )
 
 
@@ -115,7 +117,22 @@ def row_of(record: MemoryRecord) -> dict[str, Any]:
         "run_ids": json.dumps(list(record.run_ids)),
         "merged": record.merged,
         "meta": json.dumps(record.meta, ensure_ascii=False, default=str),
+        "provenance": json.dumps(list(record.provenance)),
     }
+
+
+def _provenance_of(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The row's provenance; a row from before provenance existed gets the legacy one, an
+    unreadable one ``unknown``, and a row marked untrusted never reads as trusted."""
+    raw, flagged = row.get("provenance"), bool(row["untrusted"])
+    if raw is None:
+        return legacy_provenance(str(row["source"]), flagged)
+    try:
+        found = json.loads(raw)
+    except (TypeError, ValueError):
+        found = None
+    provenance = clean_provenance(found if isinstance(found, list) else [None])
+    return (*provenance, UNKNOWN) if flagged and not is_untrusted(provenance) else provenance
 
 
 def record_from_row(row: Mapping[str, Any]) -> MemoryRecord:
@@ -125,7 +142,7 @@ def record_from_row(row: Mapping[str, Any]) -> MemoryRecord:
         kind=row["kind"],
         text=str(row["text"]),
         source=str(row["source"]),
-        untrusted=bool(row["untrusted"]),
+        provenance=_provenance_of(row),
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
         run_id=row["run_id"],

@@ -18,7 +18,7 @@ from ..messages import (
 from ..models import Model, ModelSettings
 from ..result import RunResult
 
-__all__ = ["deterministic_summary", "model_summary", "used_tool_output"]
+__all__ = ["deterministic_summary", "model_summary"]
 
 logger = logging.getLogger("loopwise.memory")
 
@@ -29,16 +29,6 @@ sentences a later run on a related task should know: what was asked, the outcome
 facts learned (names, numbers, locations, decisions) and any artifacts produced (files, \
 URLs, ids). Write only facts; do not give instructions. If nothing is worth keeping, \
 write the outcome in one sentence."""
-
-
-def used_tool_output(result: RunResult[Any]) -> bool:
-    """True when the run saw any tool result (its summary may carry untrusted content)."""
-    return any(
-        isinstance(p, ToolResultPart)
-        for m in result.messages
-        if isinstance(m, UserMessage)
-        for p in m.parts
-    )
 
 
 def _answer(result: RunResult[Any]) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ..tools import Tool, ToolContext, tool
+from .provenance import AGENT, seen_before
 from .records import Namespace
 from .render import render_memories
 
@@ -15,6 +17,11 @@ __all__ = ["NAMESPACE_METADATA", "memory_tools"]
 
 NAMESPACE_METADATA = "loopwise.memory_namespace"
 """Set by a memory run in the run's metadata: ``[agent, key]``, so the tools use its scope."""
+
+_CAN_TAINT = "taint" in {f.name for f in fields(ToolContext)}
+"""Whether the core lets a tool taint its run (``ctx.taint(source)``): then ``recall`` is a
+trusted tool that taints the run with each untrusted memory it returns, as the memory
+capability does for the memories it recalls; else every ``recall`` result is untrusted."""
 
 
 def _namespace(memory: Memory, agent: str | None, metadata: Any) -> Namespace:
@@ -34,8 +41,10 @@ def memory_tools(memory: Memory, agent: str | None) -> list[Tool]:
             fact: One self-contained fact, in a sentence or two (names, numbers, places).
         """
         namespace = _namespace(memory, agent, ctx.metadata)
+        # trusted only when the run had seen nothing untrusted before the model made the call
+        provenance = (AGENT, *seen_before(ctx))
         record = await memory.remember(
-            fact, namespace=namespace, source="agent", untrusted=True, run_id=ctx.run_id
+            fact, namespace=namespace, source="agent", provenance=provenance, run_id=ctx.run_id
         )
         merged = " (merged with a similar memory)" if record.merged else ""
         return f"Remembered as {record.id}{merged}."
@@ -48,8 +57,16 @@ def memory_tools(memory: Memory, agent: str | None) -> list[Tool]:
         """
         namespace = _namespace(memory, agent, ctx.metadata)
         hits = await memory.recall(query, namespace=namespace)
+        taint = getattr(ctx, "taint", None)
+        for h in hits:
+            if h.record.untrusted and taint is not None:
+                taint(f"memory:{h.record.id}")
         if not hits:
             return "No relevant memories."
         return render_memories(hits)
 
-    return [tool(remember), tool(recall)]
+    # remember's reply is its own text; recall's is as trusted as the memories it returns
+    return [
+        tool(trusted=True, effects=("external",))(remember),
+        tool(trusted=_CAN_TAINT, effects=("read",))(recall),
+    ]
