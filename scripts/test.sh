@@ -17,6 +17,11 @@ CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \
 # The Berkeley Function Calling Leaderboard's function schemas (data only: its own
 # dependencies pin old numpy and vendor SDKs, and the tests never import it).
 .venv/bin/python -m pip install -q --no-deps "bfcl-eval==2026.3.23"
+# Arize Phoenix, the tracing backend of the end-to-end trace test, in a venv of its own
+# (its dependency pins clash with ours).
+[ -x .cache/phoenix/bin/phoenix ] || {
+  "$PY" -m venv .cache/phoenix && .cache/phoenix/bin/python -m pip install -q "arize-phoenix==20.26.1"
+}
 echo "== ruff"; .venv/bin/ruff check src tests bench examples
 echo "== mypy (strict, src/ and the type-level tests)"; .venv/bin/mypy && .venv/bin/mypy --strict tests/typed_agent.py
 echo "== pytest"; .venv/bin/pytest -q "$@"
