@@ -34,6 +34,8 @@ MAX_LISTED = 200  # paths reported in files_written
 MAX_DEPTH = 64  # directory levels walked; deeper ones are reported, not entered
 MAX_ENTRIES = 1_000_000  # entries walked at most, whatever the caller asks
 
+_MAX_SPECIALS = 16
+
 Snapshot = dict[str, tuple[int, int]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -54,6 +56,8 @@ class Scan:
     capped: bool = False
     """The walk stopped at ``max_entries``."""
     chowned: int = 0
+    specials: list[str] = field(default_factory=list)
+    """The first few entries that are neither regular files nor directories (links...)."""
 
     @property
     def complete(self) -> bool:
@@ -93,6 +97,9 @@ class _Walk:
             result.nodes[rel] = (info.st_ino, size, stat.S_ISDIR(info.st_mode))
             if stat.S_ISREG(info.st_mode):
                 result.files[rel] = (info.st_mtime_ns, info.st_size)
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            if len(result.specials) < _MAX_SPECIALS:
+                result.specials.append(rel)
         if self.owner is not None and _owned_elsewhere(info, self.owner):
             try:
                 os.chown(name, *self.owner, dir_fd=dir_fd, follow_symlinks=False)

@@ -3,30 +3,38 @@
 Every tool takes typed parameters; none accepts free-form git options. Revisions and paths
 that start with ``-`` are refused (option injection such as ``--output=/etc/x``), paths must
 stay inside the repository, and revisions go after ``--end-of-options`` and paths after
-``--``. The repository itself is treated as hostile: git runs with no system or global
-config, hooks, fsmonitor, pager, external diff, textconv, filters and network disabled, so a
-planted ``.git/config`` cannot run a program. Git reads a private copy of the index, so even
-``git diff`` (which refreshes the index it reads) leaves the repository untouched.
+``--``. The repository itself is treated as hostile, since the model (file tools) or
+sandboxed code may have rewritten any of it, ``.git`` included: git runs on a private git
+directory built for each call (``_gitview``) with an allow-listed copy of the config, so
+``core.worktree``, includes, hooks, fsmonitor, pagers, external diff, textconv and filters
+are never read, with the git directory, work tree and object directory pinned, and with no
+system or global config. A ``.git`` file or link, alternates, or a link inside the object
+or ref store is refused; a work-tree file is never read through a symlinked directory. Git
+reads a private copy of the index, so even ``git diff`` leaves the repository untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ModelRetry, UsageError
+from ..sandbox.guard import READER, TreeBusy, hold
 from ..tools import Tool, tool
+from ._gitview import RepoView, find_top, read_worktree_file
 from ._process import minimal_env, run_process
 
 __all__ = ["git"]
 
 MAX_LOG_COUNT = 200
-_MIN_VERSION = (2, 31)
+_MIN_VERSION = (2, 32)  # in-tree .gitattributes, .gitignore, .mailmap links not followed
+MAX_CONTENTS = 64 << 20  # bytes of a working-tree file given to git blame
+MAX_LISTING = 64 << 20  # bytes of `git ls-files -z` output checked before a work-tree grep
 _DIFF_SAFETY = ("--no-color", "--no-ext-diff", "--no-textconv")
 _HARDENING = {
     "core.fsmonitor": "false",
@@ -40,16 +48,17 @@ _HARDENING = {
     "blame.ignoreRevsFile": "",
     "submodule.recurse": "false",
     "status.submoduleSummary": "false",
+    "safe.directory": "*",  # the git directory is our own private view (see _gitview)
+    "core.excludesFile": "/dev/null",
 }
-# Drivers a hostile config can name in .gitattributes: each command is blanked per call.
-_DRIVER_KEY = re.compile(r"^(filter\..+\.(clean|smudge|process)|diff\..+\.(command|textconv))$")
 
 
 def git(repo: str | Path, *, max_output_chars: int = 20_000, timeout: float = 30.0) -> list[Tool]:
     """Read-only git tools on ``repo``: log, status, diff, show, blame, shortlog and grep.
 
     ``timeout`` (seconds) bounds each git command; ``max_output_chars`` caps what it returns.
-    Raises ``UsageError`` if git (2.31 or later) is missing or ``repo`` is not a repository.
+    Raises ``UsageError`` if git (2.32 or later) is missing, ``repo`` is not a repository,
+    its path passes through a symlink, or its ``.git`` is a file or a link.
     """
     tools = _GitTools(_GitRunner(repo, timeout=timeout, max_output_chars=max_output_chars))
     make = tool(max_output_chars=max_output_chars + 500, timeout=timeout + 10.0)
@@ -184,9 +193,12 @@ class _GitTools:
                 raise ModelRetry("Line numbers start at 1 and end_line must be >= start_line.")
             args.append(f"-L{start},{end or ''}")
         # blame has no --end-of-options: the revision is validated, the path follows "--".
+        [rel] = self.runner.paths([path])
         if rev is not None:
             args.append(self.runner.rev(rev))
-        return self.runner.run([*args, "--", *self.runner.paths([path])])
+        # The working-tree version is read here, never through a link, and given to git.
+        contents = rel if rev is None else None
+        return self.runner.run([*args, "--", rel], contents=contents)
 
     def git_shortlog(
         self,
@@ -236,7 +248,7 @@ class _GitTools:
         # git grep takes no --end-of-options: rev() refuses anything that starts with '-'.
         args += [self.runner.rev(rev)] if rev is not None else []
         args += ["--", *self.runner.paths([path])]
-        lines = self.runner.run(args, no_match=1).splitlines()
+        lines = self.runner.run(args, no_match=1, worktree=rev is None).splitlines()
         if rev is not None:
             lines = [line.removeprefix(f"{rev}:") for line in lines]
         if not lines:
@@ -253,23 +265,28 @@ class _GitRunner:
     def __init__(self, repo: str | Path, *, timeout: float, max_output_chars: int):
         executable = shutil.which("git")
         if executable is None:
-            raise UsageError("git is not installed (not found on PATH): install git 2.31+.")
+            raise UsageError("git is not installed (not found on PATH): install git 2.32+.")
         self.executable = executable
         self.timeout = timeout
         self.max_output_chars = max_output_chars
-        requested = Path(repo).resolve()
+        requested = Path(os.path.abspath(repo))
         if not requested.is_dir():
             raise UsageError(f"The git repository {str(repo)!r} is not a directory.")
-        self.root = requested
-        self.index: Path | None = None
-        self._ceiling: dict[str, str] = {}
+        if str(requested.resolve()) != str(requested):
+            # Code with access to a workspace can swap a folder for a link to elsewhere.
+            raise UsageError(
+                f"The git repository path {str(repo)!r} passes through a symbolic link; "
+                f"give its real path, {str(requested.resolve())!r}."
+            )
         self._check_version()
-        top = self._run_checked(["rev-parse", "--show-toplevel"], what=str(repo)).strip()
-        self.root = Path(top).resolve()
-        index = self._run_checked(["rev-parse", "--git-path", "index"], what=str(repo)).strip()
-        self.index = self.root / index
-        # From now on git must not walk up to a parent repository if this one goes away.
-        self._ceiling = {"GIT_CEILING_DIRECTORIES": str(self.root.parent)}
+        self.root = find_top(requested)
+        self.view = RepoView(self.root, self._parse_config)
+        try:
+            self.run(["rev-parse", "--git-dir"])
+        except ModelRetry as exc:
+            raise UsageError(
+                f"{str(repo)!r} is not a usable git repository: {exc.message}"
+            ) from None
 
     def rev(self, rev: str) -> str:
         if not rev or rev[0] == "-" or any(c.isspace() or ord(c) < 32 for c in rev):
@@ -298,22 +315,46 @@ class _GitRunner:
             out.append(Path(full).relative_to(self.root).as_posix())
         return out
 
-    def run(self, args: list[str], *, no_match: int | None = None) -> str:
-        """Run ``git <args>``; a failure goes back to the model as git's own message.
+    def run(
+        self,
+        args: list[str],
+        *,
+        no_match: int | None = None,
+        worktree: bool = False,
+        contents: str | None = None,
+    ) -> str:
+        """Run ``git <args>`` on a private view of the repository (see ``_gitview``); a
+        failure goes back to the model as git's own message.
 
-        ``no_match`` is an exit code that means "nothing found" (``git grep``: 1)."""
-        with tempfile.TemporaryDirectory(prefix="loopwise-git-home-") as home:
-            env = self._env(home)
-            env.update(self._driver_blanks(env))
-            if self.index is not None:
-                env["GIT_INDEX_FILE"] = self._index_copy(home)
-            result = run_process(
-                self._argv(args),
-                env=env,
-                timeout=self.timeout,
-                max_output_chars=self.max_output_chars,
-                cwd=self.root,
-            )
+        ``no_match`` is an exit code that means "nothing found" (``git grep``: 1);
+        ``worktree`` first checks that no tracked path lies under a symlink (the command
+        reads tracked files from the work tree); ``contents`` is a work-tree file to read
+        here, without following links, and give git as ``--contents``.
+        """
+        try:
+            with hold(READER, self.root, timeout=self.timeout):
+                with tempfile.TemporaryDirectory(prefix="loopwise-git-") as home:
+                    env = self._env(home) | self.view.build(home)
+                    if worktree:
+                        self._check_tracked_dirs(env, home)
+                    if contents is not None:
+                        data = read_worktree_file(self.root, contents, MAX_CONTENTS)
+                        Path(home, "contents").write_bytes(data)
+                        args = [args[0], "--contents", str(Path(home, "contents")), *args[1:]]
+                    return self._exec(args, env, no_match=no_match)
+        except TreeBusy:
+            raise ModelRetry(
+                "The repository is in use by a sandboxed run; try again once it has finished."
+            ) from None
+
+    def _exec(self, args: list[str], env: dict[str, str], *, no_match: int | None = None) -> str:
+        result = run_process(
+            self._argv(args),
+            env=env,
+            timeout=self.timeout,
+            max_output_chars=self.max_output_chars,
+            cwd=self.root if "GIT_DIR" in env else env["HOME"],
+        )
         if result.timed_out:
             raise ModelRetry(f"git {args[0]} did not finish in {self.timeout:g} s: narrow it down.")
         if result.exit_code == no_match and not result.stderr.strip():
@@ -323,71 +364,75 @@ class _GitRunner:
             raise ModelRetry(f"git {args[0]} failed: {message}")
         return result.stdout
 
-    def _index_copy(self, home: str) -> str:
-        """A private copy of the index: ``git diff`` refreshes the index it reads, even with
-        ``GIT_OPTIONAL_LOCKS=0``, and the repository must not change under a read-only tool."""
-        assert self.index is not None
-        copy = os.path.join(home, "index")
-        with contextlib.suppress(FileNotFoundError):  # a repository without commits
-            shutil.copyfile(self.index, copy)
-        return copy
+    def _check_tracked_dirs(self, env: dict[str, str], home: str) -> None:
+        """Refuse when a tracked path's directory is a symlink in the work tree: git would
+        read the file behind it (``git grep``), which may lie outside the repository."""
+        result = run_process(
+            self._argv(["ls-files", "-z"]),
+            env=env,
+            timeout=self.timeout,
+            max_output_chars=MAX_LISTING,
+            cwd=self.root,
+        )
+        if result.timed_out or result.truncated or result.exit_code != 0:
+            raise ModelRetry("Cannot list the tracked files to check them; give a revision.")
+        dirs = {p.rpartition("/")[0] for p in result.stdout.split("\0") if "/" in p}
+        checked: set[str] = set()
+        for folder in sorted(dirs):
+            parts = folder.split("/")
+            for i in range(len(parts)):
+                part = "/".join(parts[: i + 1])
+                if part in checked:
+                    continue
+                try:
+                    mode = os.lstat(self.root / part).st_mode
+                except FileNotFoundError:
+                    break  # deleted: git skips what is not there
+                if not stat.S_ISDIR(mode):
+                    raise ModelRetry(
+                        f"The working tree has {part!r} as a symbolic link or file where the "
+                        "repository tracks a directory; search a revision (rev='HEAD') instead."
+                    )
+                checked.add(part)
 
-    def _run_checked(self, args: list[str], *, what: str) -> str:
-        try:
-            return self.run(args)
-        except ModelRetry as exc:
-            raise UsageError(f"{what!r} is not a usable git repository: {exc.message}") from None
+    def _parse_config(self, path: Path) -> str:
+        """``git config --list`` of one file, without includes, outside any repository."""
+        home = str(path.parent)
+        env = self._env(home) | {"GIT_CEILING_DIRECTORIES": home}
+        args = ["config", "--file", str(path), "--no-includes", "--null", "--list"]
+        return self._exec(args, env)
 
     def _check_version(self) -> None:
-        out = self._run_checked(["--version"], what=str(self.root))
+        with tempfile.TemporaryDirectory(prefix="loopwise-git-") as home:
+            env = self._env(home) | {"GIT_CEILING_DIRECTORIES": home}
+            out = self._exec(["--version"], env)
         found = re.search(r"(\d+)\.(\d+)", out)
         if found is None or (int(found[1]), int(found[2])) < _MIN_VERSION:
             raise UsageError(
-                f"git 2.31 or later is needed for the git toolkit; found {out.strip()!r}."
+                f"git 2.32 or later is needed for the git toolkit; found {out.strip()!r}."
             )
 
     def _argv(self, args: list[str]) -> list[str]:
         argv = [self.executable, "--no-pager"]
-        for key, value in {**_HARDENING, "safe.directory": str(self.root)}.items():
+        for key, value in _HARDENING.items():
             argv += ["-c", f"{key}={value}"]
-        return [*argv, "-C", str(self.root), *args]
+        return [*argv, *args]
 
     def _env(self, home: str) -> dict[str, str]:
-        return (
-            minimal_env(
-                {
-                    "GIT_CONFIG_NOSYSTEM": "1",
-                    "GIT_CONFIG_GLOBAL": "/dev/null",
-                    "GIT_ATTR_NOSYSTEM": "1",
-                    "GIT_TERMINAL_PROMPT": "0",
-                    "GIT_OPTIONAL_LOCKS": "0",
-                    "GIT_LITERAL_PATHSPECS": "1",
-                    "XDG_CONFIG_HOME": home,
-                },
-                home=home,
-            )
-            | self._ceiling
+        return minimal_env(
+            {
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": "/dev/null",
+                "GIT_ATTR_NOSYSTEM": "1",
+                "GIT_TERMINAL_PROMPT": "0",
+                "GIT_OPTIONAL_LOCKS": "0",
+                "GIT_LITERAL_PATHSPECS": "1",
+                "GIT_NO_REPLACE_OBJECTS": "1",
+                "GIT_NO_LAZY_FETCH": "1",
+                "XDG_CONFIG_HOME": home,
+            },
+            home=home,
         )
-
-    def _driver_blanks(self, env: dict[str, str]) -> dict[str, str]:
-        """Config (as GIT_CONFIG_* variables) blanking every filter and diff driver command."""
-        result = run_process(
-            self._argv(["config", "--null", "--name-only", "--get-regexp", _DRIVER_KEY.pattern]),
-            env=env,
-            timeout=self.timeout,
-            max_output_chars=1_000_000,
-            cwd=self.root,
-        )
-        if result.timed_out or result.truncated or result.exit_code not in (0, 1):
-            # Fail closed: a driver left unblanked could run a program.
-            raise ModelRetry(f"Cannot read the repository's configuration safely: {result.stderr}")
-        blanks = sorted({k for k in result.stdout.split("\0") if _DRIVER_KEY.match(k)})
-        blanks += sorted({k.rsplit(".", 1)[0] + ".required" for k in blanks if k[0] == "f"})
-        out = {"GIT_CONFIG_COUNT": str(len(blanks))}
-        for i, key in enumerate(blanks):
-            value = "false" if key.endswith(".required") else ""
-            out |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
-        return out
 
 
 def _value(name: str, value: str) -> str:
