@@ -197,8 +197,7 @@ def test_no_network_reaches_a_loopback_canary(sandbox: BubblewrapSandbox, worksp
         print(f"  {name}: exit {result.exit_code} {result.stderr.strip()[-80:]!r}")
     breaches = [name for name, result in results.items() if result.exit_code == 0]
     figure(
-        f"sandbox network vectors: {len(results)}, connections: {hits}, "
-        f"breaches: {len(breaches)}"
+        f"sandbox network vectors: {len(results)}, connections: {hits}, breaches: {len(breaches)}"
     )
     assert hits == 0 and breaches == []
     assert "CONNECTED" not in "".join(r.stdout for r in results.values())
@@ -493,6 +492,8 @@ def test_no_backend_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> No
         {"max_processes": True},
         {"max_output_bytes": "10"},
         {"memory_mb": 0.5},
+        {"max_workspace_mb": 0},
+        {"max_workspace_files": 1.5},
     ],
 )
 def test_limits_are_validated(bad: dict[str, object]) -> None:
@@ -521,6 +522,8 @@ def test_result_rendering() -> None:
     timed = SandboxResult(None, "", "", 3.0, timed_out=True, killed_by="timeout")
     assert timed.summary().startswith("timed out after 3.0s (killed)")
     assert decode_capped(b"ab\xff", 5) == "ab\ufffd\n... [truncated: 5 more bytes]"
+    noted = SandboxResult(0, "", "", 0.1, killed_by="workspace_quota", workspace_note="Over.")
+    assert noted.summary().endswith("\nworkspace: Over.")
 
 
 def test_snapshot_reports_changes(tmp_path: Path) -> None:
@@ -550,6 +553,11 @@ def test_bubblewrap_command_line(workspace: Path) -> None:
         assert "/usr/bin/setpriv --reuid=65534 --regid=65534" in line
     else:
         assert "--disable-userns" in argv
+    assert "--seccomp" not in argv
+    filtered = box.command(["true"], workspace=None, limits=SMALL, seccomp_fd=7)
+    assert " --seccomp 7 " in " ".join(filtered)
+    if Path("/proc/keys").exists():
+        assert "--ro-bind /dev/null /proc/keys" in line
 
 
 def test_process_limit_adds_to_what_the_uid_already_runs(
