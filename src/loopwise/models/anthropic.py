@@ -8,6 +8,7 @@ retries are off: :func:`with_retries` retries transient failures and honours Ret
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,12 @@ class AnthropicModel:
         self._context_window = context_window
         self.vision = vision  # images and PDFs as blocks; False: text stand-ins instead
         if client is None:
+            if api_key is None and not (
+                os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+            ):
+                raise UsageError(
+                    "No Anthropic API key: set ANTHROPIC_API_KEY or pass api_key to AnthropicModel."
+                )
             client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
         self._client = client
 
