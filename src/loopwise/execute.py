@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,8 @@ async def run_prepared(
     runner: SyncRunner,
     scope: RunScope | None = None,
     tainted: bool = False,
+    untrusted: tuple[str, ...] | None = None,
+    taint: Callable[[str], None] | None = None,
 ) -> None:
     """Run every validated, approved call concurrently; results are filled in place."""
     runnable = [o for o in batch.outcomes if o.result is None and not o.pending]
@@ -132,6 +134,8 @@ async def run_prepared(
             approved=o.approved,
             run=scope,
             tainted=tainted,
+            untrusted=untrusted,
+            taint=taint,
         )
 
     if len(runnable) == 1:

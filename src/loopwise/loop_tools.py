@@ -23,6 +23,8 @@ from .events import ApprovalRequested, Event, LoopDetected, OutputRetry, ToolCal
 from .execute import Batch, CallOutcome, error_result, resolve, run_prepared
 from .messages import (
     AssistantMessage,
+    DocumentPart,
+    ImagePart,
     TextPart,
     ToolCallPart,
     ToolResultPart,
@@ -228,10 +230,11 @@ async def run_calls(
                 o.result = await run.after_tool(ToolCall(o.call, o.tool, o.args), o.result)
             if o.result is not None:
                 yield _resulted(run, o)
-                if o.started and o.tool is not None and not o.tool.trusted:
-                    run.taint(f"tool:{o.call.name}:{o.call.id}")
+                _taint_by(run, o)
     except BaseException:  # cancelled, timed out, a hook failed: keep what finished
         _keep(run, [*previous, *batch.results, *finals.values()])
+        for o in batch.outcomes:
+            _taint_by(run, o)
         raise
     by_id = {r.call_id: r for r in [*previous, *batch.results, *finals.values()]}
     ordered = [by_id[c.id] for c in calls if c.id in by_id]
@@ -256,6 +259,12 @@ def _called(run: RunContext, batch: Batch) -> list[Event]:
             )
     run.tracker.tool_calls += len(events)
     return events
+
+
+def _taint_by(run: RunContext, o: CallOutcome) -> None:
+    """A result of an untrusted tool that ran taints the run."""
+    if o.started and o.result is not None and o.tool is not None and not o.tool.trusted:
+        run.taint(f"tool:{o.call.name}:{o.call.id}")
 
 
 def _keep(run: RunContext, results: Sequence[ToolResultPart]) -> None:
@@ -302,6 +311,8 @@ async def _run_batch(run: RunContext, batch: Batch) -> AsyncIterator[Wake]:
         runner=run.runner,
         scope=run.scope(),
         tainted=run.state.tainted,
+        untrusted=tuple(run.state.untrusted),
+        taint=run.taint,
     )
     if all(o.tool is not None and o.tool.context_param is None for o in runnable):
         await run.guard(prepared)  # no tool can start a child run: nothing to pass on live
@@ -462,7 +473,11 @@ async def resume_calls(run: RunContext, new_input: UserMessage | None) -> AsyncI
 
 def _add_input(run: RunContext, message: UserMessage) -> None:
     """New input after the last message (joined to a message of tool results, so the
-    roles keep alternating)."""
+    roles keep alternating). A document or an image in it is third-party content: it taints
+    the run."""
+    for part in message.parts:
+        if isinstance(part, DocumentPart | ImagePart):
+            run.taint(f"input:{part.type}")
     history = run.state.history
     last = history.messages[-1] if history.messages else None
     if isinstance(last, UserMessage) and any(isinstance(p, ToolResultPart) for p in last.parts):

@@ -96,6 +96,11 @@ class ToolContext(Generic[DepsT]):
     tainted: bool = False
     """Untrusted content (an untrusted tool's output, an untrusted memory) had entered the
     run's context before this call: its arguments may have been steered by it."""
+    untrusted: tuple[str, ...] | None = None
+    """The run's ``RunState.untrusted`` when the model made this call (``None``: not told)."""
+    taint: Callable[[str], None] | None = None
+    """Record that untrusted content from a source entered the run (for a tool whose output
+    is only as trusted as what it returns, e.g. recalled memories)."""
 
     @property
     def idempotency_key(self) -> str:
