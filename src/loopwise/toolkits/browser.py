@@ -17,16 +17,28 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelRetry, UsageError
 from ..messages import ImagePart
 from ..tools import Tool, tool
-from ._browserfetch import WORKSPACE_ORIGIN, PageFetcher
+from . import _browserfetch
+from ._browserfetch import (
+    REDIRECTS,
+    Answer,
+    PageFetcher,
+    WorkspaceFiles,
+    browser_headers,
+    hop_page,
+)
 from ._netguard import Policy
 from ._paths import Workspace, shown
+
+if TYPE_CHECKING:
+    from playwright.async_api import Route, WebSocketRoute
 
 __all__ = ["browser", "find_chromium"]
 
@@ -99,6 +111,32 @@ def browser(
     return [tool(idempotent=True, timeout=timeout + 15)(screenshot)]
 
 
+_WORKSPACE_JAVASCRIPT = False
+"""Workspace pages run without scripts. Tests turn this on to attack the network layer alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A request of the page, as plain data for a worker thread."""
+
+    url: str
+    headers: dict[str, str]
+    navigation: bool
+
+
+@dataclass(slots=True)
+class _Page:
+    """What one screenshot loads: the first answer, how to answer the rest, how to say it."""
+
+    url: str
+    first: Answer
+    answer: Callable[[_Asked], Answer]
+    shown: str
+    scripts: bool
+    workspace: bool
+    notes: Callable[[], str]
+
+
 class _Shooter:
     def __init__(
         self,
@@ -118,57 +156,96 @@ class _Shooter:
         self.max_requests = max_requests
         self.viewport = viewport
 
-    def _url(self, target: str) -> str:
+    async def take(self, target: str, full_page: bool) -> list[str | ImagePart]:
         text = target.strip()
         if "://" in text:
             if not text.lower().startswith(("http://", "https://")):
                 raise ModelRetry(f"only http(s) URLs and workspace files work, not {text!r}")
-            return text
-        if self.workspace is None:
-            raise ModelRetry(
-                f"{shown(text)} is not an http(s) URL, and no workspace was given for files."
-            )
-        rel = self.workspace.resolve(text).rel
-        return f"{WORKSPACE_ORIGIN}/{rel}"
+            page = await self._remote(text)
+        else:
+            page = await self._local(text)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                png, title, now = await self._shoot(page, full_page)
+        except TimeoutError:
+            raise ModelRetry(f"{target} did not load within {self.timeout:g} s.") from None
+        note = f"Screenshot of {page.shown} (HTTP {page.first.status}), title {title!r}"
+        note += f", {time.perf_counter() - started:.1f} s"
+        if now.startswith("chrome-error:"):
+            note += "; the page then went to an address that was blocked (an error page shows)"
+        elif now != page.url:
+            note += f"; the page went on to {now}"
+        note += page.notes()
+        image = ImagePart(media_type="image/png", data=base64.b64encode(png).decode())
+        return [note, image]
 
-    async def take(self, target: str, full_page: bool) -> list[str | ImagePart]:
-        url = self._url(target)
+    async def _remote(self, url: str) -> _Page:
+        """A web page: every request fetched under the address rules, no workspace at all."""
         fetcher = PageFetcher(
             self.policy,
-            self.workspace,
             time.monotonic() + self.timeout,
             self.max_bytes,
             self.max_requests,
             "Mozilla/5.0 (X11; Linux x86_64) loopwise-screenshot",
         )
-        # The page itself first: a refusal or a missing file is the tool's error.
+        # The page itself first: a refusal is the tool's error. Its redirects are followed
+        # here; Chromium then loads the final URL, so the page has its real origin.
         first = await asyncio.to_thread(fetcher.fetch, url, {"accept": "text/html,*/*"})
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.timeout):
-                png, title = await self._shoot(first.url, first, fetcher, full_page)
-        except TimeoutError:
-            raise ModelRetry(f"{target} did not load within {self.timeout:g} s.") from None
-        note = f"Screenshot of {first.url} (HTTP {first.status}), title {title!r}"
-        note += f", {time.perf_counter() - started:.1f} s"
-        if fetcher.refused:
-            refused = ", ".join(fetcher.refused[:5])
-            note += f"; {len(fetcher.refused)} request(s) refused by the address rules: {refused}"
-        image = ImagePart(media_type="image/png", data=base64.b64encode(png).decode())
-        return [note, image]
 
-    async def _shoot(
-        self, url: str, first: Any, fetcher: PageFetcher, full_page: bool
-    ) -> tuple[bytes, str]:
-        from playwright.async_api import (
-            Error,
-            FloatRect,
-            Route,
-            WebSocketRoute,
-            async_playwright,
-        )
+        def answer(asked: _Asked) -> Answer:
+            got = fetcher.fetch(asked.url, asked.headers, same_site=True)
+            location = got.headers.get("location", "")
+            if got.status not in REDIRECTS or not location:
+                return got
+            if asked.navigation and location.lower().startswith(("http://", "https://")):
+                return hop_page(asked.url, location)
+            fetcher.elsewhere.append(f"{asked.url} to {location}")
+            raise ModelRetry(f"{asked.url} redirects to another site")
 
-        served = {url: first}
+        def notes() -> str:
+            text = ""
+            if fetcher.refused:
+                refused = ", ".join(fetcher.refused[:5])
+                text += f"; {len(fetcher.refused)} request(s) refused by the address rules: "
+                text += refused
+            if fetcher.elsewhere:
+                elsewhere = ", ".join(fetcher.elsewhere[:5])
+                text += f"; {len(fetcher.elsewhere)} redirect(s) of an image, script or other "
+                text += f"resource to another site not followed: {elsewhere}"
+            return text
+
+        return _Page(first.url, first, answer, first.url, True, False, notes)
+
+    async def _local(self, path: str) -> _Page:
+        """A workspace file at a fresh origin: only its own folder is served, nothing else."""
+        if self.workspace is None:
+            raise ModelRetry(
+                f"{shown(path)} is not an http(s) URL, and no workspace was given for files."
+            )
+        files = WorkspaceFiles(self.workspace, _browserfetch.new_workspace_origin(), self.max_bytes)
+        target, url = files.page(path)
+        first = await asyncio.to_thread(files.answer, url)
+
+        def answer(asked: _Asked) -> Answer:
+            return files.answer(asked.url)
+
+        def notes() -> str:
+            if not files.blocked:
+                return ""
+            blocked = ", ".join(files.blocked[:5])
+            return (
+                f"; {len(files.blocked)} request(s) blocked, since a workspace page may load "
+                f"only files from its own folder: {blocked}"
+            )
+
+        shown_as = f"the workspace file {target.rel!r}"
+        return _Page(url, first, answer, shown_as, _WORKSPACE_JAVASCRIPT, True, notes)
+
+    async def _shoot(self, page: _Page, full_page: bool) -> tuple[bytes, str, str]:
+        from playwright.async_api import Error, async_playwright
+
+        served = {page.url: page.first}
 
         async def handle(route: Route) -> None:
             request = route.request
@@ -177,17 +254,16 @@ class _Shooter:
                 return
             answer = served.pop(request.url, None)
             if answer is None:
+                asked = _Asked(request.url, request.headers, request.is_navigation_request())
                 try:
-                    answer = await asyncio.to_thread(
-                        fetcher.fetch, request.url, dict(request.headers)
-                    )
+                    answer = await asyncio.to_thread(page.answer, asked)
                 except (ModelRetry, TimeoutError, OSError):
                     await route.abort("blockedbyclient")
                     return
-            await route.fulfill(status=answer.status, headers=answer.headers, body=answer.body)
-
-        async def no_socket(ws: WebSocketRoute) -> None:
-            await ws.close()  # answered by nothing: never connected to the server
+            headers = browser_headers(
+                answer.headers, workspace=page.workspace, scripts=page.scripts
+            )
+            await route.fulfill(status=answer.status, headers=headers, body=answer.body)
 
         with _RefusingProxy() as proxy:
             async with async_playwright() as pw:
@@ -199,31 +275,47 @@ class _Shooter:
                         viewport={"width": self.viewport[0], "height": self.viewport[1]},
                         service_workers="block",
                         accept_downloads=False,
+                        java_script_enabled=page.scripts,
                     )
                     await context.route("**/*", handle)
-                    await context.route_web_socket("**/*", no_socket)
-                    page = await context.new_page()
+                    await context.route_web_socket("**/*", _no_socket)
+                    tab = await context.new_page()
                     try:
-                        await page.goto(url, wait_until="load")
+                        await tab.goto(page.url, wait_until="load")
                     except Error as exc:
-                        raise ModelRetry(f"{url} could not be loaded: {exc.message}") from None
-                    title = await page.title()
-                    clip: FloatRect | None = None
-                    if full_page:
-                        height = await page.evaluate("document.documentElement.scrollHeight")
-                        tall = min(int(height or 0) or self.viewport[1], _MAX_HEIGHT)
-                        clip = {"x": 0, "y": 0, "width": self.viewport[0], "height": tall}
-                    png = await page.screenshot(full_page=full_page, clip=clip)
+                        raise ModelRetry(
+                            f"{page.shown} could not be loaded: {exc.message}"
+                        ) from None
+                    return (*await self._capture(tab, full_page), tab.url)
                 finally:
                     await chromium.close()
+
+    async def _capture(self, tab: Any, full_page: bool) -> tuple[bytes, str]:
+        from playwright.async_api import FloatRect
+
+        title = await tab.title()
+        clip: FloatRect | None = None
+        if full_page:
+            height = await tab.evaluate("document.documentElement.scrollHeight")
+            tall = min(int(height or 0) or self.viewport[1], _MAX_HEIGHT)
+            clip = {"x": 0, "y": 0, "width": self.viewport[0], "height": tall}
+        png = await tab.screenshot(full_page=full_page, clip=clip)
         return png, title
 
 
+async def _no_socket(ws: WebSocketRoute) -> None:
+    await ws.close()  # answered by nothing: never connected to the server
+
+
 def _chromium_args(proxy: str) -> list[str]:
+    """Chromium reaches nothing by itself: a refusing proxy for all, loopback included, and
+    a resolver that finds no host (no DNS lookups to leak names, e.g. by prefetch)."""
     args = [
         f"--proxy-server={proxy}",
         "--proxy-bypass-list=<-loopback>",
-        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # no WebRTC UDP (STUN, TURN)
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # its older name
         "--disable-background-networking",
         "--disable-dev-shm-usage",
         "--no-first-run",
