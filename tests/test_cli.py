@@ -25,6 +25,7 @@ from loopwise.events import (
     ModelResponded,
     ModelText,
     OutputRetry,
+    PolicyDecision,
     RunFinished,
     RunStarted,
     TextDelta,
@@ -303,6 +304,16 @@ EVENTS: list[Event] = [
     ModelText(run_id="r", step=2, text="An unstreamed thought.", final=False),
     ModelText(run_id="r", step=2, text="The final answer.", final=True),
     ApprovalRequested(run_id="r", step=2, call_id="c3", name="delete", args={"path": "/"}),
+    PolicyDecision(
+        run_id="r",
+        step=2,
+        call_id="c4",
+        name="send_email",
+        action="deny",
+        rule="no-egress-after-untrusted",
+        reason="the run read untrusted web content",
+        taint=["http_get"],
+    ),
     RunFinished(
         run_id="r",
         step=2,
@@ -344,6 +355,8 @@ def test_live_display_handles_every_event_type() -> None:
         "context compacted",
         "answer rejected",
         "approval needed for delete",
+        "policy deny send_email [no-egress-after-untrusted]: the run read untrusted web "
+        "content (untrusted input: http_get)",
         "input_required",
     ):
         assert piece in text

@@ -1,12 +1,20 @@
 """The live view of a run on stderr: steps, thoughts, tool calls, observations and spend.
 
 Plain lines only (no cursor movement), so it reads the same in a terminal, a pipe or a log.
+Text from a model or a tool never reaches the terminal raw: control characters (C0 but
+newline and tab, DEL, C1, so every escape sequence) and bidirectional overrides are shown
+escaped (``\x1b``, ``\u202e``), and it is printed as plain text, never as rich markup.
+:func:`install_safe_streams` puts the same guard on ``sys.stdout``/``sys.stderr`` for
+everything else the ``loopwise`` command prints.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, TypeAlias, assert_never
+import re
+import sys
+from typing import Any, TextIO, TypeAlias, assert_never
 
 from rich.console import Console
 from rich.text import Text
@@ -22,6 +30,7 @@ from ..events import (
     ModelResponded,
     ModelText,
     OutputRetry,
+    PolicyDecision,
     RunFinished,
     RunStarted,
     TextDelta,
@@ -30,13 +39,94 @@ from ..events import (
 )
 from ..messages import Usage
 
-__all__ = ["LiveDisplay", "compact_json", "shorten"]
+__all__ = [
+    "LiveDisplay",
+    "SafeStream",
+    "compact_json",
+    "install_safe_streams",
+    "json_safe",
+    "printable",
+    "shorten",
+]
 
 OBSERVATION_CHARS = 200
 ARGS_CHARS = 300
 
+_UNSAFE = [
+    *range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0),  # C0, DEL, C1
+    0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),  # bidi
+    0x2028, 0x2029,  # line and paragraph separators
+]  # fmt: skip
+_SHOWN = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNSAFE}
+_JSON_SHOWN = {c: f"\\u{c:04x}" for c in _UNSAFE}
+_SGR = re.compile(r"(\x1b\[[0-9;]{0,32}m)")
+"""A colour or style sequence, the only one a terminal stream lets through (rich's own)."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters and bidi overrides escaped
+    visibly (ESC becomes ``\\x1b``); newlines and tabs are kept."""
+    return text.translate(_SHOWN)
+
+
+def json_safe(text: str) -> str:
+    """JSON text safe for a terminal: the characters :func:`printable` escapes become
+    ``\\u`` escapes, so the JSON still parses to the same value."""
+    return text.translate(_JSON_SHOWN)
+
+
+class SafeStream(io.TextIOBase):
+    """A text stream that escapes control characters before they reach ``raw``.
+
+    On a terminal, colour and style sequences (``ESC [ ... m``) pass, so rich can still
+    style its own output; everything else (cursor movement, clear screen, titles, OSC 52
+    clipboard writes, links, C1, bidi overrides) is escaped. Off a terminal nothing passes.
+    """
+
+    def __init__(self, raw: TextIO):
+        super().__init__()
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        if self.raw.isatty():
+            parts = _SGR.split(text)
+            safe = "".join(p if i % 2 else json_safe(p) for i, p in enumerate(parts))
+        else:
+            safe = json_safe(text)
+        self.raw.write(safe)
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.raw, "errors", None)
+
+
+def install_safe_streams() -> None:
+    """Put :class:`SafeStream` on ``sys.stdout`` and ``sys.stderr`` (once)."""
+    if not isinstance(sys.stdout, SafeStream):
+        sys.stdout = SafeStream(sys.stdout)
+    if not isinstance(sys.stderr, SafeStream):
+        sys.stderr = SafeStream(sys.stderr)
+
+
 _ModelEvent: TypeAlias = RunStarted | ModelRequested | TextDelta | ModelResponded | ModelText
-_ToolEvent: TypeAlias = ToolCalled | ToolResulted | ApprovalRequested
+_ToolEvent: TypeAlias = ToolCalled | ToolResulted | ApprovalRequested | PolicyDecision
 _RunEvent: TypeAlias = LoopDetected | ContextCompacted | BudgetWarning | OutputRetry | RunFinished
 
 
@@ -76,7 +166,7 @@ class LiveDisplay:
         match event:
             case RunStarted() | ModelRequested() | TextDelta() | ModelResponded() | ModelText():
                 self._model_event(event)
-            case ToolCalled() | ToolResulted() | ApprovalRequested():
+            case ToolCalled() | ToolResulted() | ApprovalRequested() | PolicyDecision():
                 self._tool_event(event)
             case LoopDetected() | ContextCompacted() | BudgetWarning() | OutputRetry():
                 self._run_event(event)
@@ -95,7 +185,7 @@ class LiveDisplay:
     # -- helpers -----------------------------------------------------------------------
 
     def _line(self, text: str, style: str = "") -> None:
-        self.console.print(Text(self._indent + text, style=style))
+        self.console.print(Text(self._indent + printable(text), style=style))
 
     def _end_line(self) -> None:
         if self._mid_line:
@@ -115,7 +205,7 @@ class LiveDisplay:
                     return
                 if not self._mid_line:
                     self.console.print(Text("  ", style="italic"), end="")
-                self.console.print(Text(event.text, style="italic"), end="")
+                self.console.print(Text(printable(event.text), style="italic"), end="")
                 self._mid_line = True
                 self._streamed_step = event.step
             case ModelResponded():
@@ -147,6 +237,13 @@ class LiveDisplay:
                     f"  ? approval needed for {event.name}({compact_json(event.args)}) "
                     f"[call {event.call_id}]",
                     "bold yellow",
+                )
+            case PolicyDecision():
+                after = f" (untrusted input: {', '.join(event.taint)})" if event.taint else ""
+                self._line(
+                    f"  policy {event.action} {event.name} [{event.rule}]: "
+                    f"{shorten(event.reason)}{after}",
+                    {"deny": "red", "ask": "yellow"}.get(event.action, "dim"),
                 )
             case _:
                 assert_never(event)

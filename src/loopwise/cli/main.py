@@ -27,7 +27,7 @@ from ..errors import LoopwiseError, UsageError
 from ..limits import Budget
 from ..models import Model, infer_model
 from ..result import RunResult
-from .display import LiveDisplay
+from .display import LiveDisplay, install_safe_streams, json_safe, printable
 from .toolsets import ApproveMode, TerminalApprover, build_tools, needs_workspace, parse_tool_specs
 
 __all__ = ["EXIT_CODES", "RunOptions", "app", "load_agent", "main"]
@@ -228,6 +228,7 @@ _register_service_commands()
 
 def main() -> None:
     """Entry point of the ``loopwise`` console script and ``python -m loopwise``."""
+    install_safe_streams()  # no escape sequence from a model or a tool reaches the terminal
     app(prog_name="loopwise")
 
 
@@ -368,12 +369,13 @@ def _report(result: RunResult[Any], options: RunOptions) -> None:
     """The answer (or the JSON summary) on stdout; why it did not complete on stderr."""
     summary = result.summary()
     if options.json:
-        typer.echo(json.dumps(summary, ensure_ascii=False))
+        typer.echo(json_safe(json.dumps(summary, ensure_ascii=False)))
     elif result.status == "completed":
         output = summary["output"]
-        typer.echo(
-            output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False)
-        )
+        if isinstance(output, str):
+            typer.echo(printable(output))
+        else:
+            typer.echo(json_safe(json.dumps(output, indent=2, ensure_ascii=False)))
     match result.status:
         case "failed":
             _error(f"error: {result.error or result.stop_reason}")
@@ -390,5 +392,5 @@ def _report(result: RunResult[Any], options: RunOptions) -> None:
 
 
 def _error(message: str) -> None:
-    """One line on stderr."""
-    typer.echo(" ".join(message.split()), err=True)
+    """One line on stderr, control characters escaped."""
+    typer.echo(printable(" ".join(message.split())), err=True)

@@ -18,6 +18,7 @@ from typing import Literal, TextIO
 from ..approval import ApprovalRequest, Approve, Decision, Reject
 from ..errors import UsageError
 from ..tools import Tool
+from .display import printable
 
 __all__ = ["TOOLKIT_NAMES", "TerminalApprover", "ToolSpec", "build_tools", "parse_tool_specs"]
 
@@ -118,9 +119,10 @@ class TerminalApprover:
         args = json.dumps(request.args, ensure_ascii=False)
         if len(args) > 2000:
             args = args[:2000] + "…"
+        shown = printable(f"{request.tool_name} {args}")  # no escape sequence reaches the tty
         while True:
             self.stderr.write(
-                f"\napproval needed: {request.tool_name} {args}\n"
+                f"\napproval needed: {shown}\n"
                 "  [y] approve once   [a] always for this tool   [n] deny > "
             )
             self.stderr.flush()
