@@ -550,3 +550,18 @@ def test_redaction_keeps_ordinary_command_lines() -> None:
         started = time.perf_counter()
         redact_text(text, entropy=True)
         assert time.perf_counter() - started < 0.5, text[:20]
+
+
+def test_without_re2_grep_refuses_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "t.txt").write_text("a\n")
+    monkeypatch.setitem(sys.modules, "re2", None)  # as if google-re2 were not installed
+    tools = by_name(files(tmp_path))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("grep", {"pattern": "a"}),
+        ("find_files", {"pattern": "*"}),
+    ]
+    for name, args in calls:
+        with pytest.raises(ModelRetry, match="google-re2 package is not installed"):
+            direct(tools[name], **args)
