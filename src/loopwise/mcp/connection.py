@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LoopwiseError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Connection", "HttpSpec", "MCPStartError", "StdioSpec"]
 
@@ -152,11 +155,17 @@ class Connection:
                     self._stderr.spawned()
                 ready.set_result(client)
                 await self._stop.wait()
-        except BaseException as exc:  # the holder reports, it never raises
-            if not ready.done():
-                ready.set_exception(await self._start_error(_leaf(exc)))
-            elif not isinstance(exc, asyncio.CancelledError):
-                return
+        except BaseException as exc:  # the holder reports through ``ready``
+            if ready.done():
+                logger.debug("MCP server %r: connection ended: %r", self.name, exc)
+            else:
+                error = await self._start_error(_leaf(exc))
+                if isinstance(error, asyncio.CancelledError):
+                    ready.cancel()
+                else:
+                    ready.set_exception(error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             self.client = None
 
