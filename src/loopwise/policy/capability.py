@@ -163,7 +163,7 @@ class Policy(Capability):
 
     async def before_tool(self, run: RunContext, call: ToolCall) -> Verdict | None:
         state = self._runs.get(run.run_id)
-        if state is None:
+        if state is None or not self.rules:
             return None
         effects = effects_of(call.tool, self.effects, self.undeclared)
         for rule in self._rules_for(call.name, effects):
@@ -272,7 +272,7 @@ class Policy(Capability):
         self, run: RunContext, call: ToolCall, result: ToolResultPart
     ) -> ToolResultPart | None:
         state = self._runs.get(run.run_id)
-        if state is None or result.is_error:
+        if state is None or result.is_error or not self.rules:
             return None
         named_secret = any(is_secret_path(t) for t in leaves(call.args))
         values = secret_values(result.content, from_secret_file=named_secret)

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from ..tools import Effect, Tool
+from .egress import hosts_named
 
 __all__ = [
     "BUILTIN_EFFECTS",
@@ -102,6 +103,8 @@ def leaves(value: Any) -> Iterator[str]:
         yield value
     elif isinstance(value, bool) or value is None:
         return
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        yield str(int(value))  # 20.0 is named by "20"
     elif isinstance(value, int | float):
         yield json.dumps(value)
     elif isinstance(value, Mapping):
@@ -125,6 +128,7 @@ def destinations(args: Mapping[str, Any]) -> list[str]:
     for text in leaves(args):
         found.extend(m.group(0) for m in _URL.finditer(text))
         found.extend(m.group(0) for m in _EMAIL.finditer(text))
+        found.extend(sorted(hosts_named(_URL.sub(" ", _EMAIL.sub(" ", text)))))
     return list(dict.fromkeys(found))
 
 

@@ -49,11 +49,13 @@ def secret_values(text: str, *, from_secret_file: bool) -> list[str]:
     """The secret values in ``text``: every ``KEY=value`` of a secret file (else only keys
     named like secrets), well-known token formats, private key bodies."""
     found = [m.group(0) for m in _TOKENS.finditer(text)]
-    for m in _KEY_LINE.finditer(text):
-        if from_secret_file or _SECRET_NAME.search(m.group(1)):
-            found.append(m.group(2))
-    for m in _PEM.finditer(text):
-        found.extend(line for line in m.group(1).split() if len(line) >= 16)
+    if from_secret_file or _SECRET_NAME.search(text):
+        for m in _KEY_LINE.finditer(text):
+            if from_secret_file or _SECRET_NAME.search(m.group(1)):
+                found.append(m.group(2))
+    if "PRIVATE KEY-----" in text:
+        for m in _PEM.finditer(text):
+            found.extend(line for line in m.group(1).split() if len(line) >= 16)
     if from_secret_file and not found:
         found = [w for w in text.split() if len(w) >= 16][:200]
     return [v for v in dict.fromkeys(found) if len(_norm(v)) >= MIN_SECRET]
@@ -143,7 +145,7 @@ class SecretTracker:
         merged = bytearray(a | b for a, b in zip(covered, hits, strict=True))
         if record:
             covered[:] = merged
-        if sum(merged) * 2 >= len(secret):
+        if sum(merged) >= min(len(secret) // 2, 2 * WINDOW):
             return "pieces of a secret seen in this run, sent over several calls"
         return None
 
