@@ -261,7 +261,8 @@ def _grep_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
         characters of a line are searched.
 
         Args:
-            pattern: Python regular expression, e.g. "def \\w+\\(" or "TODO|FIXME".
+            pattern: Regular expression, e.g. "def \\w+\\(" or "TODO|FIXME" (Python-like
+                RE2 syntax, matched in linear time: no backreferences or lookaround).
             path: File or directory to search, relative to the workspace root.
             glob: Only search files whose name matches this glob, e.g. "*.py"; a glob with
                 "/" is matched against the path relative to `path`.
