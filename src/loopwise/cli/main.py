@@ -71,6 +71,8 @@ class RunOptions:
     approve: ApproveMode | None = None
     attach: tuple[str, ...] = ()
     base_url: str | None = None
+    mcp: tuple[str, ...] = ()
+    mcp_config: tuple[str, ...] = ()
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -178,6 +180,23 @@ def run(
             show_default=False,
         ),
     ] = None,
+    mcp: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mcp",
+            help="An MCP server's tools for the agent: a command ('npx -y "
+            "@modelcontextprotocol/server-filesystem ./work') or an http(s):// URL; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    mcp_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mcp-config",
+            help='MCP servers from a JSON file in the {"mcpServers": {...}} format; repeatable.',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run an agent on TASK: the live view goes to stderr, the answer to stdout."""
     options = RunOptions(
@@ -197,6 +216,8 @@ def run(
         approve=_approve_mode(approve),
         attach=tuple(attach or ()),
         base_url=base_url,
+        mcp=tuple(mcp or ()),
+        mcp_config=tuple(mcp_config or ()),
     )
     raise typer.Exit(run_command(options))
 
@@ -221,6 +242,9 @@ def _register_service_commands() -> None:
     from .recipes import recipe_app
 
     app.add_typer(recipe_app)
+    from .mcp import mcp_app
+
+    app.add_typer(mcp_app)
 
 
 _register_service_commands()
@@ -289,6 +313,10 @@ def _build_agent(options: RunOptions) -> Agent[Any, Any]:
         if t.name in agent.tools:
             raise UsageError(f"--tools adds {t.name!r}, but the agent already has a tool so named.")
         agent.tools[t.name] = t
+    if options.mcp or options.mcp_config:
+        from .mcp import mcp_servers
+
+        agent.capabilities = [*agent.capabilities, *mcp_servers(options.mcp, options.mcp_config)]
     if options.approve is not None:
         agent.approve = TerminalApprover(options.approve)
     return agent

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LoopwiseError
+from ..errors import LoopwiseError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,12 @@ class Connection:
 
     async def open(self, limit: float) -> Any:
         """Start the server (stdio) or reach it (HTTP) and do the handshake."""
+        try:
+            import mcp  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "MCP servers need the mcp package: pip install 'loopwise[mcp]'."
+            ) from None
         self.loop = asyncio.get_running_loop()
         ready: asyncio.Future[Any] = self.loop.create_future()
         if isinstance(self.spec, StdioSpec):
