@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from loopwise import Agent, Message, ToolResultPart, UserMessage
+from loopwise.errors import UsageError
 from loopwise.models.testing import FunctionModel, Turn, call
 from loopwise.toolkits import files, git
 
@@ -45,9 +46,20 @@ def scripted_brain(messages: list[Message], tools: object) -> Turn:
     return f"Wrote reports/report.md ({seen[-1].content})."
 
 
+USAGE = "usage: python examples/repo_report.py REPO WORKSPACE"
+
+
 def main() -> None:
+    if len(sys.argv) != 3:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     repo, workspace = Path(sys.argv[1]), Path(sys.argv[2])
-    agent = Agent(FunctionModel(scripted_brain), tools=[*git(repo), *files(workspace)])
+    try:
+        tools = [*git(repo), *files(workspace)]
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    agent = Agent(FunctionModel(scripted_brain), tools=tools)
     result = agent.run_sync("Write a short report on who works on this repository.")
     print(result.status, result.output)
     print((workspace / "reports" / "report.md").read_text())

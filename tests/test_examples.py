@@ -227,3 +227,32 @@ def test_offline_agent_example_runs_the_embedded_model() -> None:
     status = re.search(r"status:  (\w+)", out)
     assert status and status.group(1) in {"completed", "incomplete"}, out
     assert re.search(r"steps:   \d+, tool calls: \d+, tokens: \d+ in / \d+ out", out)
+
+
+@pytest.mark.parametrize(
+    "args", [(), ("only-repo",), ("a", "b", "c")], ids=["none", "one", "three"]
+)
+def test_repo_report_example_without_its_arguments_prints_usage(args: tuple[str, ...]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "repo_report.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "usage: python examples/repo_report.py REPO WORKSPACE\n"
+    assert done.stdout == ""
+
+
+def test_repo_report_example_on_a_folder_that_is_no_repository(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "repo_report.py"), str(tmp_path / "nope"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert "Traceback" not in done.stderr
