@@ -122,11 +122,11 @@ class Attacker:
 
 
 class UdpCanary:
-    """A UDP socket on 127.0.0.1 counting datagrams (WebRTC STUN/TURN, QUIC/WebTransport)."""
+    """A UDP socket on ``host`` counting datagrams (WebRTC STUN/TURN, QUIC/WebTransport)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.settimeout(0.2)
         self.port: int = self.sock.getsockname()[1]
         self.datagrams: list[bytes] = []

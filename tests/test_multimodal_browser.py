@@ -4,16 +4,14 @@ cannot reach private addresses that were not allowed (redirects, images, fetch, 
 Needs Playwright and a system Chromium (Debian: ``apt-get install chromium``). Where they
 are missing the tests are skipped with the reason; under ``CI=true`` they are installed
 when possible (root with apt-get) and otherwise fail, so CI never skips them silently.
+The origin attacks (workspace files, XSSI, exfiltration) are in test_attack_browser.py.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,45 +21,19 @@ from typing import Any
 
 import pytest
 
+from browser_support import CI, UdpCanary, chromium_missing
 from figures import figure
 from loopwise import Agent
 from loopwise.models.anthropic import AnthropicModel
 from loopwise.models.retry import RetryPolicy
 from wire_servers import Reply, ToolCall, WireServer
 
-_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _try_install() -> None:
-    """In CI, as root with apt-get: install Chromium (a few minutes, once)."""
-    if not (_CI and os.geteuid() == 0 and shutil.which("apt-get")):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=env, timeout=600, check=False)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "chromium"], env=env, timeout=900, check=False
-    )
-
-
-def _missing() -> str | None:
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install 'loopwise[browser]')"
-    from loopwise.toolkits.browser import find_chromium
-
-    if find_chromium() is None:
-        _try_install()
-    if find_chromium() is None:
-        return "no Chromium found (apt-get install chromium, or set LOOPWISE_CHROMIUM)"
-    return None
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_chromium() -> None:
-    reason = _missing()
+    reason = chromium_missing()
     if reason is not None:
-        if _CI:
+        if CI:
             pytest.fail(f"CI must run the browser tests: {reason}")
         pytest.skip(reason)
 
@@ -191,13 +163,22 @@ def test_the_page_cannot_reach_addresses_that_are_not_allowed(wire: WireServer) 
     from loopwise.toolkits import browser
 
     canary = Canary()
+    udp = UdpCanary("127.0.0.2")
     target = f"http://127.0.0.2:{canary.port}"
+    stun = f"127.0.0.2:{udp.port}"
     page = f"""<html><head><title>Probe</title></head><body>
       <img src="{target}/img.png"><iframe src="/bounce"></iframe>
       <script>
         fetch("{target}/post", {{method: "POST", body: "x"}}).catch(() => {{}});
         fetch("/bounce").catch(() => {{}});
         try {{ new WebSocket("ws://127.0.0.2:{canary.port}/ws"); }} catch (e) {{}}
+        try {{
+          var pc = new RTCPeerConnection({{iceServers: [{{urls: "stun:{stun}"}},
+            {{urls: "turn:{stun}?transport=udp", username: "u", credential: "p"}}]}});
+          pc.createDataChannel("x");
+          pc.createOffer().then(function (o) {{ return pc.setLocalDescription(o); }});
+        }} catch (e) {{}}
+        var end = Date.now() + 1000; while (Date.now() < end) {{}}
       </script></body></html>""".encode()
     site = Site(
         {
@@ -211,12 +192,14 @@ def test_the_page_cannot_reach_addresses_that_are_not_allowed(wire: WireServer) 
     finally:
         site.close()
         canary.close()
+        udp.close()
     assert block["is_error"] is False
     assert "refused by the address rules" in block["content"][0]["text"]
-    assert canary.connections == 0
+    assert canary.connections == 0 and udp.datagrams == []
     figure(
         "multimodal: screenshot SSRF probes (img, iframe redirect, fetch POST, fetch redirect, "
-        f"WebSocket) to 127.0.0.2: connections = {canary.connections}"
+        f"WebSocket, WebRTC STUN/TURN) to 127.0.0.2: connections = {canary.connections}, "
+        f"datagrams = {len(udp.datagrams)}"
     )
 
 
@@ -238,3 +221,62 @@ def test_workspace_file_is_shown_and_confined(wire: WireServer, tmp_path: Path) 
     wire.requests.clear()
     block = shoot(wire, tools, {"target": "../secret.html"})
     assert block["is_error"] is True and "outside the workspace" in block["content"]
+
+
+def test_workspace_site_renders_from_its_own_folder(wire: WireServer, tmp_path: Path) -> None:
+    """Stylesheets and images in subfolders of the page's folder load; full_page works."""
+    from loopwise.toolkits import browser
+
+    site = tmp_path / "ws" / "site"
+    (site / "css").mkdir(parents=True)
+    (site / "img").mkdir()
+    (site / "css" / "style.css").write_text("body { background: #00c000; margin: 0 }")
+    (site / "img" / "box.svg").write_text(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='300' height='200'>"
+        "<rect width='300' height='200' fill='#0000c0'/></svg>"
+    )
+    (site / "index.html").write_text(
+        "<html><head><title>Site</title><link rel='stylesheet' href='css/style.css?v=2'>"
+        "</head><body><img src='img/box.svg'><div style='height:1500px'></div></body></html>"
+    )
+    block = shoot(wire, browser(workspace=tmp_path / "ws"), {"target": "site/index.html"})
+    assert block["is_error"] is False, block["content"]
+    text, image = block["content"]
+    assert text["text"].startswith("Screenshot of the workspace file 'site/index.html'")
+    assert "blocked" not in text["text"]
+    assert pixel(image, (100, 100)) == (0, 0, 192)  # the image from img/
+    assert pixel(image, (1000, 600)) == (0, 192, 0)  # the stylesheet from css/
+    wire.requests.clear()
+    block = shoot(
+        wire, browser(workspace=tmp_path / "ws"), {"target": "site/index.html", "full_page": True}
+    )
+    assert block["is_error"] is False, block["content"]
+    from PIL import Image
+
+    data = base64.b64decode(block["content"][1]["source"]["data"])
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+    assert height > width  # the whole page, not the 1280x800 window (maybe scaled for the API)
+    assert pixel(block["content"][1], (width * 3 // 4, height - 10)) == (0, 192, 0)
+
+
+def test_frame_redirected_to_another_site_is_shown_at_its_own_origin(wire: WireServer) -> None:
+    """A frame whose URL redirects to another (allowed) site still shows that site."""
+    from loopwise.toolkits import browser
+
+    other = Site({"/": (200, {}, GREEN_PAGE)})
+    page = b"<html><body style='margin:0'><iframe src='/go' style='border:0;width:600px'>"
+    site = Site(
+        {
+            "/": (200, {}, page + b"</iframe></body></html>"),
+            "/go": (302, {"Location": other.url + "/"}, b""),
+        }
+    )
+    try:
+        block = shoot(wire, browser(allow=["127.0.0.1"]), {"target": site.url + "/"})
+    finally:
+        site.close()
+        other.close()
+    assert block["is_error"] is False, block["content"]
+    assert pixel(block["content"][1], (300, 75)) == (0, 192, 0)
+    assert other.hits == ["/"]

@@ -203,8 +203,10 @@ class WorkspaceFiles:
     workspace: Workspace
     origin: str
     max_bytes: int
+    max_requests: int
     base: tuple[str, ...] = ()
     spent: int = 0
+    requests: int = 0
     blocked: list[str] = field(default_factory=list)
 
     def page(self, path: str) -> tuple[Target, str]:
@@ -228,6 +230,9 @@ class WorkspaceFiles:
 
     def answer(self, url: str) -> Answer:
         """The file a workspace page asked for; raises ``ModelRetry`` for anything else."""
+        self.requests += 1
+        if self.requests > self.max_requests:
+            raise ModelRetry(f"the page made more than {self.max_requests} requests")
         parts = urlsplit(url)
         if f"{parts.scheme}://{parts.netloc}" != self.origin or not parts.path.startswith("/"):
             self.blocked.append(url)

@@ -2,11 +2,16 @@
 
 Headless Chromium, driven by Playwright's Python API (``pip install 'loopwise[browser]'``)
 with the system's browser (Debian: ``apt-get install chromium``; Playwright's own browser
-download is not needed). Chromium makes no connection of its own: every request is
-intercepted and fetched by loopwise under the same address rules as ``http_get``
-(:mod:`._browserfetch`), redirects included; anything that would slip past interception
-goes to a proxy that refuses all connections. WebSockets are answered by nothing, service
-workers are blocked, and only GET requests are made, so a page cannot post anywhere.
+download is not needed). A fresh Chromium per screenshot makes no connection of its own:
+every request is intercepted and answered by loopwise (:mod:`._browserfetch`), and
+anything that slips past interception meets a proxy that refuses every connection, a
+resolver that finds no host, and no WebRTC UDP. A screenshot is of one of two kinds:
+
+- a web page: fetched under ``http_get``'s address rules, scripts on, only GET; it knows
+  no workspace, so no redirect, script tag or frame can reach a workspace file;
+- a workspace file: served at a random origin of its own, scripts off, and only files
+  from its own folder (no hidden names, nothing a link leads out to); every other request
+  is aborted, so a page that sandboxed code wrote cannot send anything anywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from ..errors import ModelRetry, UsageError
 from ..messages import ImagePart
@@ -72,11 +78,11 @@ def browser(
 ) -> list[Tool]:
     """The ``screenshot`` tool: a PNG of a page (or of an HTML file in ``workspace``).
 
-    ``allow``/``deny`` are ``http()``'s address rules (private and loopback addresses are
-    refused unless allowed). ``timeout`` bounds one screenshot; ``max_bytes`` and
-    ``max_requests`` bound everything the page loads. Chromium runs with ``--no-sandbox``
-    only when loopwise runs as root (Chromium's sandbox refuses root); the address rules
-    and the refusing proxy apply either way.
+    ``allow``/``deny`` are ``http()``'s address rules for web pages (private and loopback
+    addresses are refused unless allowed); a workspace file's page never reaches the
+    network at all. ``timeout`` bounds one screenshot; ``max_bytes`` and ``max_requests``
+    bound everything the page loads. Chromium runs with ``--no-sandbox`` only when
+    loopwise runs as root (Chromium's sandbox refuses root); the rest applies either way.
     """
     try:
         import playwright  # noqa: F401
@@ -102,7 +108,8 @@ def browser(
 
         Args:
             target: An http(s) URL, or an HTML file path relative to the workspace
-                (e.g. "site/index.html").
+                (e.g. "site/index.html"; shown without JavaScript, loading only files
+                from its own folder).
             full_page: Capture the whole scrolling page (up to 8000 pixels tall), not
                 just the window.
         """
@@ -135,6 +142,15 @@ class _Page:
     scripts: bool
     workspace: bool
     notes: Callable[[], str]
+
+    def name(self, url: str) -> str:
+        """How to name a URL of this page's for the model (a workspace file by its path)."""
+        if self.workspace:
+            origin = self.url.split("/", 3)
+            prefix = "/".join(origin[:3]) + "/"
+            if url.startswith(prefix):
+                return f"the workspace file {unquote(url[len(prefix) :])!r}"
+        return url
 
 
 class _Shooter:
@@ -175,7 +191,7 @@ class _Shooter:
         if now.startswith("chrome-error:"):
             note += "; the page then went to an address that was blocked (an error page shows)"
         elif now != page.url:
-            note += f"; the page went on to {now}"
+            note += f"; the page went on to {page.name(now)}"
         note += page.notes()
         image = ImagePart(media_type="image/png", data=base64.b64encode(png).decode())
         return [note, image]
@@ -223,7 +239,8 @@ class _Shooter:
             raise ModelRetry(
                 f"{shown(path)} is not an http(s) URL, and no workspace was given for files."
             )
-        files = WorkspaceFiles(self.workspace, _browserfetch.new_workspace_origin(), self.max_bytes)
+        origin = _browserfetch.new_workspace_origin()
+        files = WorkspaceFiles(self.workspace, origin, self.max_bytes, self.max_requests)
         target, url = files.page(path)
         first = await asyncio.to_thread(files.answer, url)
 
