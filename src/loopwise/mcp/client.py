@@ -421,7 +421,7 @@ class MCPServer(Capability):
             return ElicitResult(action="cancel")
         if answer is None:
             return ElicitResult(action="decline")
-        return ElicitResult(action="accept", content=dict(answer))
+        return ElicitResult(action="accept", content=_with_defaults(dict(answer), schema))
 
 
 def _emit_progress(
@@ -439,6 +439,15 @@ def _emit_progress(
             progress=value, total=total, message=(msg or "")[:500],
         )
     )  # fmt: skip
+
+
+def _with_defaults(content: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """The answer with the schema's defaults for the fields it leaves out (SEP-1034)."""
+    props = schema.get("properties") if isinstance(schema, Mapping) else None
+    for name, spec in props.items() if isinstance(props, Mapping) else ():
+        if name not in content and isinstance(spec, Mapping) and "default" in spec:
+            content[name] = spec["default"]
+    return content
 
 
 def _is_lost(exc: BaseException) -> bool:
