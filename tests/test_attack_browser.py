@@ -16,7 +16,9 @@ import html
 import importlib
 import io
 import secrets
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,17 @@ class Tally:
     """Vectors tried and held per group, for the figure."""
 
     tried: dict[str, int] = field(default_factory=dict)
+    held: int = 0
+    shots: int = 0
     leaked_bytes: int = 0
     workspace_requests: int = 0
 
-    def add(self, group: str, n: int) -> None:
-        self.tried[group] = self.tried.get(group, 0) + n
+    @contextmanager
+    def group(self, name: str, n: int) -> Iterator[None]:
+        """Count ``n`` vectors as tried; as held only if the checks in the block pass."""
+        self.tried[name] = self.tried.get(name, 0) + n
+        yield
+        self.held += n
 
 
 TALLY = Tally()
@@ -61,6 +69,7 @@ def _needs_chromium() -> Iterator[None]:
         if CI:
             pytest.fail(f"CI must run the browser tests: {reason}")
         pytest.skip(reason)
+    started = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
             "loopwise.toolkits._browserfetch.new_workspace_origin",
@@ -73,7 +82,8 @@ def _needs_chromium() -> Iterator[None]:
     figure(
         f"browser origins (class 16): {total} vectors tried ({groups}) with real Chromium; "
         f"workspace/host bytes leaked = {TALLY.leaked_bytes}, requests from workspace "
-        f"pages = {TALLY.workspace_requests}, held {total}/{total}"
+        f"pages = {TALLY.workspace_requests}, held {TALLY.held}/{total}; {TALLY.shots} "
+        f"screenshot calls in {time.perf_counter() - started:.0f} s"
     )
 
 
@@ -124,6 +134,7 @@ def shoot(tools: list[Any], target: str) -> tuple[str, bytes | None]:
     """Call ``screenshot`` directly: (the note or the error, the PNG or None)."""
     import base64
 
+    TALLY.shots += 1
     try:
         note, image = asyncio.run(tools[0].function(target=target, full_page=False))
     except ModelRetry as exc:
@@ -283,9 +294,9 @@ def test_remote_page_cannot_read_the_workspace(
     missing = RAN_REMOTE - reports(attacker)
     assert not missing, f"these attacks did not run, so they prove nothing: {missing}"
     leaked = leaks(attacker)
-    TALLY.add("remote page", vectors)
     TALLY.leaked_bytes += sum(leaked.values())
-    assert leaked == {}, f"leaked to the attacker: {leaked}"
+    with TALLY.group("remote page", vectors):
+        assert leaked == {}, f"leaked to the attacker: {leaked}"
 
 
 def test_remote_navigation_cannot_enter_the_workspace(
@@ -312,14 +323,14 @@ def test_remote_navigation_cannot_enter_the_workspace(
     notes = {name: shoot(tools, url)[0] for name, url in targets.items()}
     asyncio.run(asyncio.sleep(0.3))
     leaked = leaks(attacker)
-    TALLY.add("remote navigation", len(targets))
     TALLY.leaked_bytes += sum(leaked.values())
-    assert leaked == {}, f"leaked to the attacker: {leaked}"
-    for name, note in notes.items():
-        assert TOKEN not in note and PASSWD not in note, name
-        if not note.startswith("error: "):  # a screenshot: of the attacker's page, still
-            assert note.startswith(f"Screenshot of {attacker.url}/"), (name, note)
-            assert "went on to" not in note, (name, note)  # nor into the workspace or file:
+    with TALLY.group("remote navigation", len(targets)):
+        assert leaked == {}, f"leaked to the attacker: {leaked}"
+        for name, note in notes.items():
+            assert TOKEN not in note and PASSWD not in note, name
+            if not note.startswith("error: "):  # a screenshot: of the attacker's page, still
+                assert note.startswith(f"Screenshot of {attacker.url}/"), (name, note)
+                assert "went on to" not in note, (name, note)  # not the workspace, not file:
 
 
 def exfil_page(a: Attacker, udp: int | None = None) -> str:
@@ -458,15 +469,15 @@ def attack_workspace_pages(
     asyncio.run(asyncio.sleep(0.5))
     leaked = leaks(attacker)
     datagrams = len(udp.datagrams) if udp else 0
-    TALLY.add(group, vectors)
     TALLY.leaked_bytes += sum(leaked.values())
     TALLY.workspace_requests += attacker.connections + datagrams
-    assert leaked == {}, f"leaked to the attacker: {leaked}"
-    assert attacker.connections == 0, attacker.records[:5]
-    assert datagrams == 0, udp and udp.datagrams
-    assert "title 'static'" in notes["static.html"], notes["static.html"]
-    for name, note in notes.items():
-        assert PASSWD not in note and "file:" not in note.split(" (", 1)[0], (name, note)
+    with TALLY.group(group, vectors):
+        assert leaked == {}, f"leaked to the attacker: {leaked}"
+        assert attacker.connections == 0, attacker.records[:5]
+        assert datagrams == 0, udp and udp.datagrams
+        assert "title 'static'" in notes["static.html"], notes["static.html"]
+        for name, note in notes.items():
+            assert PASSWD not in note and "file:" not in note.split(" (", 1)[0], (name, note)
     return notes
 
 
@@ -518,8 +529,8 @@ def test_workspace_page_sees_only_its_own_directory(
     note, png = shoot(browser(workspace=ws, allow=["127.0.0.1"]), "site/frames.html")
     assert png is not None, note
     shown = [src for src, (x, y) in frames.items() if pixel(png, (x + 200, y + 150)) == RED]
-    TALLY.add("workspace confinement", len(frames))
-    assert shown == [], f"shown to the model from outside the page's directory: {shown}"
+    with TALLY.group("workspace confinement", len(frames)):
+        assert shown == [], f"shown to the model from outside the page's directory: {shown}"
 
 
 def test_targets_the_model_may_type(attacker: Attacker, tmp_path: Path, outside: Path) -> None:
@@ -550,9 +561,9 @@ def test_targets_the_model_may_type(attacker: Attacker, tmp_path: Path, outside:
         "site/.hidden.html",
     ]
     results = {t: shoot(tools, t) for t in targets}
-    TALLY.add("typed targets", len(targets))
-    assert attacker.connections == 0
-    for target, (note, png) in results.items():
-        assert png is None, (target, note)
-        assert note.startswith("error: ")
-        assert TOKEN not in note and HOST_TOKEN not in note and PASSWD not in note
+    with TALLY.group("typed targets", len(targets)):
+        assert attacker.connections == 0
+        for target, (note, png) in results.items():
+            assert png is None, (target, note)
+            assert note.startswith("error: ")
+            assert TOKEN not in note and HOST_TOKEN not in note and PASSWD not in note
