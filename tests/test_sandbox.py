@@ -303,7 +303,12 @@ def test_cancellation_kills_the_whole_tree(sandbox: BubblewrapSandbox, workspace
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             await asyncio.wait_for(readable, 10)
             return os.read(fd, 100)

@@ -4,10 +4,12 @@ A run may bring the workspace up to ``Limits.max_workspace_mb`` and
 ``Limits.max_workspace_files``; a workspace already over them may only shrink. While the
 command runs, the filesystem's free blocks and inodes are read every 20 ms (one
 ``statvfs``); when they fall by more than the room left, the workspace is walked (bounded)
-and the run is stopped if it is over. Writes between two readings can overshoot: at most
-what the command writes in about 20 ms plus one walk. A part of the tree the walk cannot
-see (nested deeper than it goes, or past its entry cap) is judged by the filesystem
-counters alone.
+and the run is stopped if it is over; it is also walked every second (hard links add names
+but neither blocks nor inodes). Writes between two readings can overshoot: at most what
+the command writes in about 20 ms plus one walk. After the run, what it created beyond
+the quota is removed, largest files first (never an entry that was there before). A part
+of the tree the walk cannot see (nested deeper than it goes, or past its entry cap) is
+judged by the filesystem counters alone.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .api import Limits
-from .workspace import MAX_DEPTH, Scan, remove, scan
+from .workspace import MAX_DEPTH, Node, Scan, inode_of, remove, remove_tree, scan
 
-__all__ = ["QuotaWatch", "allowed", "describe", "trim", "within"]
+__all__ = ["QuotaWatch", "allowed", "describe", "prune_deep", "trim", "within"]
 
 _MIB = 1024 * 1024
 _POLL = 0.02
 _WALK_EVERY = 0.2  # seconds between two confirming walks
-_BLIND_WALK_EVERY = 0.5  # walks when the filesystem does not count inodes
-_TRIM_ROUNDS = 4
+_CHECK_EVERY = 1.0  # a walk at least this often (hard links add names, not blocks or inodes)
+_BLIND_CHECK_EVERY = 0.5  # when the filesystem does not count inodes
+_TRIM_SECONDS = 10.0  # at most this long removing a run's excess (one walk per round)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +61,63 @@ def trim(root: Path, before: Scan, limit: _Allowed, cap: int) -> tuple[int, Scan
     run created (inodes not there before) can go.
     """
     removed = 0
-    old = {node[0] for node in before.nodes.values()}
     after = scan(root, max_entries=cap, record=cap)
-    for _ in range(_TRIM_ROUNDS):
+    deadline = time.monotonic() + _TRIM_SECONDS
+    while time.monotonic() < deadline:
         if within(after, limit) or not before.recorded_all:
             break
-        new = [(p, node) for p, node in after.nodes.items() if node[0] not in old]
+        new = [(p, n) for p, n in after.nodes.items() if _created(root, p, n, before, after)]
         if not new:
             break
-        removed += _remove_new(root, new, after, limit)
+        gone = _remove_new(root, new, after, limit)
+        removed += gone
         after = scan(root, max_entries=cap, record=cap)
+        if not gone:
+            break
     return removed, after
 
 
-def _remove_new(
-    root: Path, new: list[tuple[str, tuple[int, int, bool]]], usage: Scan, limit: _Allowed
-) -> int:
+def prune_deep(root: Path, before: Scan, after: Scan) -> int:
+    """Remove the trees the run made below the walk's depth (it cannot measure them);
+    returns how many. Nothing is removed unless ``before`` saw the whole workspace."""
+    if not before.recorded_all:
+        return 0
+    pruned = 0
+    for rel in after.deep:
+        ino = inode_of(root, rel)
+        if ino is not None and not before.names_of(ino) and remove_tree(root, rel):
+            pruned += 1
+    return pruned
+
+
+def _created(root: Path, path: str, node: Node, before: Scan, after: Scan) -> bool:
+    """Whether the run made this name: a new inode, or one more name (hard link) for an
+    old file that keeps one of its old names. An old name is never "made" (so a file the
+    run appended to stays), nor the only name left of an old file (a rename)."""
+    was = before.nodes.get(path)
+    if was is not None and was.ino == node.ino:
+        return False
+    names = before.names_of(node.ino)
+    if not names:
+        return True
+    if node.is_dir:
+        return False
+    for name in names[:8]:
+        again = after.nodes.get(name)
+        if (again.ino if again is not None else inode_of(root, name)) == node.ino:
+            return True
+    return False
+
+
+def _remove_new(root: Path, new: list[tuple[str, Node]], usage: Scan, limit: _Allowed) -> int:
     size, entries, removed = usage.bytes, usage.entries + usage.capped, 0
-    files = sorted((n for n in new if not n[1][2]), key=lambda n: n[1][1], reverse=True)
-    dirs = sorted((n for n in new if n[1][2]), key=lambda n: n[0].count("/"), reverse=True)
-    for path, (_, used, is_dir) in [*files, *dirs]:
+    files = sorted((n for n in new if not n[1].is_dir), key=lambda n: n[1].bytes, reverse=True)
+    dirs = sorted((n for n in new if n[1].is_dir), key=lambda n: n[0].count("/"), reverse=True)
+    for path, node in [*files, *dirs]:
         if size <= limit.bytes and entries <= limit.entries:
             break
-        if remove(root, path, directory=is_dir):
-            size, entries, removed = size - used, entries - 1, removed + 1
+        if remove(root, path, directory=node.is_dir):
+            size, entries, removed = size - node.bytes, entries - 1, removed + 1
     return removed
 
 
@@ -126,16 +162,18 @@ class QuotaWatch:
         """Poll until cancelled, or until the workspace is over (then ``stop`` is set)."""
         with contextlib.suppress(OSError):
             base = os.statvfs(self.root)
-            last_walk = -_WALK_EVERY
+            started = time.monotonic()
+            last_walk: float | None = None
             while self.exceeded is None:
                 await asyncio.sleep(_POLL)
                 fs_over, counts_inodes = self._fs_growth(base)
-                since = time.monotonic() - last_walk
-                due = fs_over or (not counts_inodes and since >= _BLIND_WALK_EVERY)
-                if not due or since < _WALK_EVERY:
+                since = time.monotonic() - (started if last_walk is None else last_walk)
+                every = _CHECK_EVERY if counts_inodes else _BLIND_CHECK_EVERY
+                due = fs_over or since >= every
+                if not due or (last_walk is not None and since < _WALK_EVERY):
                     continue
                 usage = await asyncio.to_thread(
-                    scan, self.root, max_entries=self.allowed.entries + 1, record=0
+                    scan, self.root, max_entries=self.allowed.entries + 1, record=0, nodes=False
                 )
                 last_walk = time.monotonic()
                 self.exceeded = self._judge(usage, fs_over)

@@ -11,8 +11,8 @@ from pathlib import Path
 from .api import Limits, SandboxResult
 from .guard import SANDBOX, hold_async
 from .process import Outcome, signal_verdict
-from .quota import QuotaWatch, describe, trim, within
-from .workspace import MAX_ENTRIES, changed_files, scan
+from .quota import QuotaWatch, describe, prune_deep, trim, within
+from .workspace import MAX_DEPTH, MAX_ENTRIES, Scan, changed_files, scan
 
 __all__ = ["supervise"]
 
@@ -38,11 +38,7 @@ async def supervise(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        after = await asyncio.to_thread(scan, root, max_entries=cap, record=cap)
-        removed = 0
-        if not within(after, watch.allowed):
-            big = min(4 * max(cap, before.entries + 1), MAX_ENTRIES)
-            removed, after = await asyncio.to_thread(trim, root, before, watch.allowed, big)
+        after, pruned, removed = await asyncio.to_thread(_settle, root, before, watch, cap)
     code = outcome.returncode
     if code is not None and code < 0:
         code = 128 - code
@@ -52,7 +48,7 @@ async def supervise(
         killed_by = "workspace_quota"
     else:
         killed_by = signal_verdict(code)
-    notes = [watch.verdict(), _removed(removed), describe(after, limits)]
+    notes = [watch.verdict(), _pruned(pruned), _removed(removed), describe(after, limits)]
     return SandboxResult(
         exit_code=code,
         stdout=outcome.stdout,
@@ -65,6 +61,20 @@ async def supervise(
     )
 
 
+def _settle(root: Path, before: Scan, watch: QuotaWatch, cap: int) -> tuple[Scan, int, int]:
+    """The workspace after the run, once what the run made beyond its limits is removed:
+    (walk, trees pruned below the walk's depth, entries removed over the quota)."""
+    after = scan(root, max_entries=cap, record=cap, nodes=False)
+    pruned = prune_deep(root, before, after) if after.too_deep else 0
+    if pruned:
+        after = scan(root, max_entries=cap, record=cap, nodes=False)
+    removed = 0
+    if not within(after, watch.allowed):
+        big = min(4 * max(cap, before.entries + 1), MAX_ENTRIES)
+        removed, after = trim(root, before, watch.allowed, big)
+    return after, pruned, removed
+
+
 def _removed(count: int) -> str | None:
     if not count:
         return None
@@ -72,4 +82,13 @@ def _removed(count: int) -> str | None:
     return (
         f"{count:,} {what} the run created (largest files first) were removed to bring the "
         "workspace back within its quota."
+    )
+
+
+def _pruned(count: int) -> str | None:
+    if not count:
+        return None
+    return (
+        f"Directories the run nested more than {MAX_DEPTH} levels deep ({count} "
+        f"{'tree' if count == 1 else 'trees'}) were removed: deeper ones cannot be measured."
     )
