@@ -1,10 +1,11 @@
 """Recipe ``repo-health``: commits per author in the last N days, the most recently
-changed files, and the TODO/FIXME notes in the repository, as a Markdown report.
+changed files, and the TODO/FIXME notes in the repository's comments, as a Markdown report.
 
 The model investigates with the read-only ``git`` toolkit (``git_grep`` searches only the
 tracked files, so dependencies, build output and ignored files are left out) and writes the
 summary; the report's facts come from those tools' real output (the recipe makes any of
-the three calls the model did not make itself).
+the three calls the model did not make itself). A match counts as a note only when its
+marker stands in a comment (see ``comments``): not in a string, a docstring or prose.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ...approval import ApprovalCallback
-from ...errors import UsageError
+from ...errors import ModelRetry, UsageError
 from ...events import Event
 from ...limits import Budget
 from ...models import Model
 from ...toolkits import git
+from ...toolkits._gitview import read_worktree_file
 from .base import (
     Need,
     Recipe,
@@ -34,6 +36,7 @@ from .base import (
     table,
     write_report,
 )
+from .comments import comment_lines
 
 __all__ = ["repo_health"]
 
@@ -44,6 +47,8 @@ asked to call, with exactly the arguments given, then answer with a two-sentence
 _SHORTLOG = re.compile(r"^\s*(\d+)\t(.*?)(?: <([^>]*)>)?\s*$")
 _STAT = re.compile(r"^ (\S.*?)\s+\|\s+(?:\d+|Bin)")
 _GREP = re.compile(r"^(.+?):(\d+):\s?(.*)$")
+MAX_SCANNED = 1 << 20  # bytes of one file read to tell its comments from its strings
+MAX_SCANNED_TOTAL = 16 << 20  # ... and of all the files with a match together
 
 
 async def repo_health(
@@ -87,12 +92,20 @@ async def repo_health(
         "repo-health", model, budget=budget, approve=approve, on_event=on_event, max_steps=max_steps
     )
     shortlog, log, grep = await recipe.gather(tools, SYSTEM, task, needs)
+    todos, left_out = await asyncio.to_thread(in_comments, root, parse_todos(grep))
     facts: dict[str, Any] = {
         "days": days,
         "commits_by_author": parse_shortlog(shortlog),
         "recent_files": parse_recent_files(log)[:15],
-        "todos": parse_todos(grep)[:50],
+        "todos": todos[:50],
+        "todo_matches_left_out": left_out,
     }
+    if left_out:
+        were = "match was" if left_out == 1 else "matches were"
+        recipe.notes.append(
+            f"{left_out} TODO/FIXME {were} left out: not in a comment (a string, a docstring, "
+            "prose, a file whose comment syntax is not known, or one too large to read)."
+        )
     summary, steps = await recipe.summarise(_facts_text(facts), _fallback(facts))
     steps = steps or _next_steps(facts)
     text = report(
@@ -141,6 +154,40 @@ def parse_todos(text: str) -> list[dict[str, Any]]:
         if m and not m[1].startswith(".git/"):
             rows.append({"file": m[1], "line": int(m[2]), "text": m[3].strip()})
     return rows
+
+
+def in_comments(root: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The grep matches whose marker stands in a comment, and how many were left out.
+
+    Each file is read once from the working tree (never through a link, at most
+    ``MAX_SCANNED`` bytes, ``MAX_SCANNED_TOTAL`` in all); a file that cannot be read is
+    left out, not guessed at."""
+    top = Path(os.path.abspath(root))
+    lines: dict[str, set[int]] = {}
+    budget = [MAX_SCANNED_TOTAL]
+    kept = []
+    for row in rows:
+        rel = row["file"]
+        if rel not in lines:
+            lines[rel] = _comment_lines(top, rel, budget)
+        if row["line"] in lines[rel]:
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def _comment_lines(top: Path, rel: str, budget: list[int]) -> set[int]:
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return set()
+    limit = min(MAX_SCANNED, budget[0])
+    try:
+        data = read_worktree_file(top, rel, limit + 1)
+    except (OSError, ModelRetry):
+        return set()
+    budget[0] -= len(data)
+    if len(data) > limit:
+        return set()
+    return comment_lines(rel, data.decode("utf-8", "replace"))
 
 
 def _repo_name(root: Path) -> str:
