@@ -274,7 +274,7 @@ class _Shooter:
                 asked = _Asked(request.url, request.headers, request.is_navigation_request())
                 try:
                     answer = await asyncio.to_thread(page.answer, asked)
-                except (ModelRetry, TimeoutError, OSError):
+                except Exception:  # refused, missing, over a limit: never left hanging
                     await route.abort("blockedbyclient")
                     return
             headers = browser_headers(
