@@ -79,6 +79,7 @@ async def test_http_tools_in_an_agent() -> None:
 
 async def test_schema_passes_through_unchanged_and_annotations_map_to_policy() -> None:
     async with everything() as server:
+        assert server.protocol_version == "2025-11-25"  # initialize handshake
         tools = {t.name: t for t in await server.make_tools()}
         raw = {t.name: t for t in await server.list_tools()}
     echo = tools["ev_echo"]
@@ -224,3 +225,21 @@ async def test_two_runs_share_one_connection_while_held() -> None:
         assert [r.status for r in done] == ["completed", "completed"]
         assert children(str(EVERYTHING)) == pid  # the same process served both
     assert children(str(EVERYTHING)) == []
+
+
+@pytest.mark.slow
+def test_bench_runs_quick() -> None:
+    need(EVERYTHING)
+    import json
+    import subprocess
+    import sys
+
+    from mcp_support import ROOT
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mcp_overhead.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["stdio_us_per_call"] > 0 and figures["http_us_per_call"] > 0

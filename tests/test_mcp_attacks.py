@@ -41,6 +41,7 @@ async def test_a_hostile_server(tmp_path: Path) -> None:
     """One server start (they are slow here) for names, schemas, results and look-alikes."""
     log = tmp_path / "log"
     async with fixture(log) as server:
+        assert server.protocol_version == "2026-07-28"  # the stateless revision, negotiated
         await check_names(server)
         await check_schemas(server)
         await check_results(server)

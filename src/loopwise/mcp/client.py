@@ -138,6 +138,12 @@ class MCPServer(Capability):
     def label(self) -> str:
         return f"mcp:{self.name}"
 
+    @property
+    def protocol_version(self) -> str | None:
+        """The protocol revision negotiated with the server (None when not connected)."""
+        client = self._conn.client if self._conn is not None else None
+        return str(client.protocol_version) if client is not None else None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> MCPServer:
