@@ -152,3 +152,26 @@ def tools_command(
         return
     for report in reports:
         _print(report)
+
+
+@mcp_app.command("serve")
+def serve_command(
+    agents: Annotated[
+        str,
+        typer.Option(
+            "--agents",
+            help="The module whose agents to serve (its 'agents' dict or list, or every "
+            "module-level Agent), or module:attribute for one.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Serve loopwise agents as MCP tools over stdio (for desktop MCP clients)."""
+    from ..mcp.serve import agents_in, serve_stdio
+
+    try:
+        found = agents_in(agents)
+    except UsageError as exc:
+        typer.echo(printable(f"error: {exc}"), err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    asyncio.run(serve_stdio(found))
