@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from ...models import Model, ModelSettings
 from ...result import RunResult
 from ...tools import Tool, ToolContext, render_exception, render_result
 from ..budget import TeamBudget
+from .grounding import ungrounded
 
 __all__ = ["Need", "Recipe", "RecipeResult", "ReportNotWritten", "check_out", "write_report"]
 
@@ -37,7 +39,8 @@ Status = Literal["completed", "incomplete", "failed"]
 class RecipeResult:
     """``status``, a ``summary``, the files written (``artifacts``) and ``next_steps``, as
     the seed's recipes return them; ``facts`` are the structured findings and ``notes``
-    say what the recipe did itself because the model did not."""
+    say what the recipe did itself because the model did not. ``summary_source`` says who
+    wrote the summary: ``model`` (checked against the facts) or the ``recipe`` itself."""
 
     status: Status
     summary: str
@@ -45,6 +48,7 @@ class RecipeResult:
     next_steps: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    summary_source: Literal["model", "recipe"] = "recipe"
     runs: list[RunResult[Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +99,7 @@ class Recipe:
         self.team = TeamBudget(budget, run_id=None, cancel=cancel, approve=approve, emit=on_event)
         self.runs: list[RunResult[Any]] = []
         self.notes: list[str] = []
+        self.summary_source: Literal["model", "recipe"] = "recipe"
 
     async def _run(self, agent: Agent[Any, Any], task: str) -> RunResult[Any]:
         stream = agent.stream(
@@ -132,8 +137,11 @@ class Recipe:
             found.append(hit)
         return found
 
-    async def summarise(self, facts: str, fallback: str) -> tuple[str, list[str]]:
-        """The model's summary and next steps from the facts; ``fallback`` if it fails."""
+    async def summarise(
+        self, facts: str, fallback: str, *, grounding: str = ""
+    ) -> tuple[str, list[str]]:
+        """The model's summary and next steps from the facts, if everything they claim is in
+        ``facts`` (or ``grounding``, the report's other facts); else ``fallback``."""
         agent: Agent[Any, Any] = Agent(
             self.model,
             system=SUMMARY_SYSTEM,
@@ -146,10 +154,31 @@ class Recipe:
         if not isinstance(text, str) or not text.strip():
             self.notes.append("The model wrote no summary; the recipe's own summary is used.")
             return fallback, []
+        missing = ungrounded(text, "\n".join((facts, grounding, fallback)))
+        if missing:
+            self.notes.append(
+                f"The model's summary was not used: it mentions {', '.join(missing[:6])}, "
+                "not in the report's facts; the recipe's own summary is used."
+            )
+            return fallback, []
+        self.summary_source = "model"
         return split_next_steps(text)
 
+    def summary_section(self, summary: str) -> str:
+        """The report's summary with who wrote it."""
+        if self.summary_source == "model":
+            return f"{summary}\n\n_Written by the model; its numbers and names are in the facts._"
+        return f"{summary}\n\n_The recipe's own summary, from the facts alone._"
+
     def result(self, status: Status, summary: str, **kw: Any) -> RecipeResult:
-        return RecipeResult(status, summary, runs=self.runs, notes=self.notes, **kw)
+        return RecipeResult(
+            status,
+            summary,
+            runs=self.runs,
+            notes=self.notes,
+            summary_source=self.summary_source,
+            **kw,
+        )
 
 
 SUMMARY_SYSTEM = """\
@@ -257,6 +286,11 @@ async def _ask(approve: ApprovalCallback | None, name: str, args: dict[str, Any]
 
 def _args(args: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+def facts_json(facts: Any) -> str:
+    """The report's facts as text, for checking a summary against them."""
+    return json.dumps(facts, ensure_ascii=False, default=str)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -31,6 +31,7 @@ from .base import (
     bullets,
     call_tool,
     check_out,
+    facts_json,
     report,
     table,
     write_report,
@@ -100,13 +101,15 @@ async def dependency_audit(
             recipe.notes.append(f"The recipe read {url} in full: the model saw part of it.")
     rows = [_audit(p, pages[urls[p["name"]]]) for p in packages]
     facts: dict[str, Any] = {"pypi_url": base, "packages": rows}
-    summary, steps = await recipe.summarise(_facts_text(rows), _fallback(rows))
+    summary, steps = await recipe.summarise(
+        _facts_text(rows), _fallback(rows), grounding=facts_json(rows)
+    )
     commands = list(dict.fromkeys(r["upgrade"] for r in rows if r["upgrade"]))
     steps = steps or _next_steps(rows)
     text = report(
         "Dependency audit",
         [
-            ("Summary", summary),
+            ("Summary", recipe.summary_section(summary)),
             ("Packages", _table(rows)),
             (
                 "A major version behind",

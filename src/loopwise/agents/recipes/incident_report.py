@@ -28,6 +28,7 @@ from .base import (
     ReportNotWritten,
     bullets,
     call_tool,
+    facts_json,
     report,
     table,
     write_report,
@@ -90,13 +91,15 @@ async def incident_report(
         "memory": _json(found[-2]),
         "disk": _json(found[-1]),
     }
-    summary, steps = await recipe.summarise(_facts_text(facts), _fallback(facts))
+    summary, steps = await recipe.summarise(
+        _facts_text(facts), _fallback(facts), grounding=facts_json(facts)
+    )
     steps = steps or _next_steps(facts)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = report(
         f"Incident report {stamp}",
         [
-            ("Summary", summary),
+            ("Summary", recipe.summary_section(summary)),
             ("Error patterns", _patterns(facts)),
             ("Timeline", _timeline(facts)),
             ("Memory and disk", _resources(facts)),

@@ -32,6 +32,7 @@ from .base import (
     ReportNotWritten,
     bullets,
     check_out,
+    facts_json,
     report,
     table,
     write_report,
@@ -106,12 +107,14 @@ async def repo_health(
             f"{left_out} TODO/FIXME {were} left out: not in a comment (a string, a docstring, "
             "prose, a file whose comment syntax is not known, or one too large to read)."
         )
-    summary, steps = await recipe.summarise(_facts_text(facts), _fallback(facts))
+    summary, steps = await recipe.summarise(
+        _facts_text(facts), _fallback(facts), grounding=facts_json(facts)
+    )
     steps = steps or _next_steps(facts)
     text = report(
         f"Repository health: {_repo_name(root)}",
         [
-            ("Summary", summary),
+            ("Summary", recipe.summary_section(summary)),
             (f"Commits per author (last {days} days)", _authors(facts)),
             ("Most recently modified files", bullets(facts["recent_files"])),
             ("TODO / FIXME", _todos(facts)),
