@@ -97,6 +97,9 @@ class Cli:
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), os.getenv("PYTHONPATH")]))
         # No embedded model either, even where loopwise[local] is installed.
         self.env["LOOPWISE_LOCAL_MODEL"] = str(cwd / "absent.gguf")
+        # Runs are recorded in this test's own store; no user config file is read.
+        self.env["LOOPWISE_DATA_DIR"] = str(cwd / "data")
+        self.env["LOOPWISE_CONFIG_DIR"] = str(cwd / "config")
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "loopwise", *args]
@@ -231,9 +234,9 @@ def test_approval_needed_exits_4_naming_the_call(cli: Cli) -> None:
     done = cli("run", "clean up", agent("careful"))
     assert done.returncode == 4
     assert "approval needed for delete_file" in done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        "input required: approval is needed for call_0_0 (delete_file)"
-    )
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("input required: approval is needed for call_0_0 (delete_file); ")
+    assert "loopwise approve run_" in last and "loopwise resume run_" in last
 
 
 def test_interrupt_exits_130(cli: Cli) -> None:

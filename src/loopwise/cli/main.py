@@ -6,7 +6,6 @@ stopped it), 4 input required (a call waits for approval), 130 interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import functools
@@ -21,13 +20,13 @@ from typing import Annotated, Any, cast
 import typer
 
 from .. import __version__
-from ..agent import Agent, AgentStream
+from ..agent import Agent
 from ..datadir import new_workspace
-from ..errors import LoopwiseError, UsageError
+from ..errors import UsageError
 from ..limits import Budget
 from ..models import Model, infer_model
 from ..result import RunResult
-from .display import LiveDisplay, install_safe_streams, json_safe, printable
+from .display import install_safe_streams, json_safe, printable
 from .toolsets import ApproveMode, TerminalApprover, build_tools, needs_workspace, parse_tool_specs
 
 __all__ = ["EXIT_CODES", "RunOptions", "app", "load_agent", "main"]
@@ -73,6 +72,8 @@ class RunOptions:
     base_url: str | None = None
     mcp: tuple[str, ...] = ()
     mcp_config: tuple[str, ...] = ()
+    continue_last: bool = False
+    cid: str | None = None
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -86,7 +87,14 @@ class RunOptions:
 
 @app.command()
 def run(
-    task: Annotated[str, typer.Argument(help="What the agent should do.")],
+    task: Annotated[
+        str | None,
+        typer.Argument(
+            help="What the agent should do; - (or no TASK with stdin redirected) reads it "
+            "from stdin.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -130,16 +138,32 @@ def run(
         str | None, typer.Option(help="The system prompt.", show_default=False)
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+        bool,
+        typer.Option("--json", help="Print the result as one JSON object on stdout.", metavar=""),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show the live view even with --json.")
+        bool,
+        typer.Option("--verbose", "-v", help="Show the live view even with --json.", metavar=""),
     ] = False,
+    continue_last: Annotated[
+        bool,
+        typer.Option(
+            "--continue",
+            "-c",
+            help="Continue the last CLI conversation (same agent, tools and workspace).",
+            metavar="",
+        ),
+    ] = False,
+    cid: Annotated[
+        str | None,
+        typer.Option("--cid", help="Continue the conversation of this run id.", show_default=False),
+    ] = None,
     tools: Annotated[
         list[str] | None,
         typer.Option(
             "--tools",
             "-t",
+            metavar="SPEC",
             help="Built-in toolkits, comma-separated: files, http, git[=REPO], python, shell, "
             "scripts=DIR, system[=LOGDIR], documents, browser. python and shell run in the "
             "OS sandbox.",
@@ -158,6 +182,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--allow-host",
+            metavar="HOST",
             help="An IP or network http_get may fetch although it is private, or a host "
             "name (naming any host restricts http_get to the named hosts); repeatable.",
             show_default=False,
@@ -167,6 +192,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--attach",
+            metavar="FILE",
             help="An image (PNG, JPEG, GIF, WebP) or PDF to give the model with the task; "
             "repeatable.",
             show_default=False,
@@ -184,6 +210,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--mcp",
+            metavar="SERVER",
             help="An MCP server's tools for the agent: a command ('npx -y "
             "@modelcontextprotocol/server-filesystem ./work') or an http(s):// URL; repeatable.",
             show_default=False,
@@ -193,14 +220,22 @@ def run(
         list[str] | None,
         typer.Option(
             "--mcp-config",
+            metavar="FILE",
             help='MCP servers from a JSON file in the {"mcpServers": {...}} format; repeatable.',
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Run an agent on TASK: the live view goes to stderr, the answer to stdout."""
+    from .session import read_task, run_stored
+
+    try:
+        text = read_task(task, follow_up=continue_last or cid is not None)
+    except UsageError as exc:
+        _error(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     options = RunOptions(
-        task=task,
+        task=text,
         model=model,
         max_steps=max_steps,
         budget_usd=budget_usd,
@@ -218,8 +253,10 @@ def run(
         base_url=base_url,
         mcp=tuple(mcp or ()),
         mcp_config=tuple(mcp_config or ()),
+        continue_last=continue_last,
+        cid=cid,
     )
-    raise typer.Exit(run_command(options))
+    raise typer.Exit(run_stored(options))
 
 
 @app.command()
@@ -228,9 +265,32 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+        ),
+    ] = False,
+) -> None:
+    """Autonomous, tool-using LLM agents: run them, watch them, stop them."""
+
+
 def _register_service_commands() -> None:
     """``serve``, ``worker``, ``runs ...`` and ``approve`` (their heavy imports wait until run)."""
     from .memory import memory_app
+    from .resume import resume
     from .runs import approve, runs_app
     from .serve import serve, worker
 
@@ -238,6 +298,7 @@ def _register_service_commands() -> None:
     app.command()(worker)
     app.add_typer(runs_app)
     app.command()(approve)
+    app.command()(resume)
     app.add_typer(memory_app)
     from .recipes import recipe_app
 
@@ -260,33 +321,10 @@ def main() -> None:
 
 
 def run_command(options: RunOptions) -> int:
-    """Run the task as ``options`` say; print the answer and messages; return the exit code."""
-    try:
-        agent = _build_agent(options)
-        from ..media import attachment
+    """Run the task as ``options`` say, as a stored run; print the answer; the exit code."""
+    from .session import run_stored
 
-        task = [options.task, *map(attachment, options.attach)] if options.attach else options.task
-        stream = agent.stream(task, model=_model(options), budget=_budget(agent, options))
-        display = LiveDisplay() if options.verbose or not options.json else None
-        result = asyncio.run(_consume(stream, display))
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return EXIT_INTERRUPTED
-    except UsageError as exc:
-        _error(f"error: {exc}")
-        return EXIT_USAGE
-    except LoopwiseError as exc:
-        _error(f"error: {exc}")
-        return EXIT_CODES["failed"]
-    _report(result, options)
-    return EXIT_CODES[result.status]
-
-
-async def _consume(stream: AgentStream[Any], display: LiveDisplay | None) -> RunResult[Any]:
-    async for event in stream:
-        if display is not None:
-            display.handle(event)
-    return stream.result
+    return run_stored(options)
 
 
 def _model(options: RunOptions) -> str | Model | None:
@@ -412,7 +450,10 @@ def _report(result: RunResult[Any], options: RunOptions) -> None:
             _error(f"incomplete: stopped by {result.stop_reason}{detail}")
         case "input_required":
             pending = ", ".join(f"{p.call_id} ({p.tool_name})" for p in result.pending_approvals)
-            _error(f"input required: approval is needed for {pending}")
+            _error(
+                f"input required: approval is needed for {pending}; decide with loopwise "
+                f"approve {result.run_id} CALL_ID [--reject], then loopwise resume {result.run_id}"
+            )
         case "cancelled":
             _error("interrupted")
         case "completed":

@@ -1,9 +1,12 @@
-"""``loopwise runs list|show|events|cancel|prune`` and ``loopwise approve``: the API from a shell.
+"""``loopwise runs list|show|events|cancel|prune`` and ``loopwise approve``: runs from a shell.
 
-They talk to a running server (``--url`` / ``LOOPWISE_URL``, key from ``--api-key`` /
-``LOOPWISE_API_KEY``), except ``runs prune``, which deletes old finished runs straight from
-the database (``--database``, as ``serve`` uses it): retention is an operator's job, so the
-HTTP API offers no bulk delete.
+With ``--url`` (or ``LOOPWISE_URL``) they talk to that server (key from ``--api-key`` /
+``LOOPWISE_API_KEY``); without, they read and write the local store straight
+(``--database``, default the data directory's SQLite, the one ``loopwise run`` records its
+runs in and ``serve`` uses): see :mod:`loopwise.cli.local`. ``runs prune`` always works on
+the database: retention is an operator's job, so the HTTP API offers no bulk delete. Text
+from runs (model and tool output, arguments, errors) is printed with control characters
+escaped.
 
 Exit codes: 0 done, 1 the server refused or could not be reached (one line on stderr),
 2 usage error.
@@ -21,7 +24,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from . import local
 from .client import ApiClient, ApiError, SseEvent
+from .display import json_safe, printable
 
 __all__ = ["approve", "parse_age", "runs_app"]
 
@@ -40,7 +45,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         envvar="LOOPWISE_URL",
-        help="The server (default http://127.0.0.1:8000).",
+        help="A loopwise server, e.g. http://127.0.0.1:8000 (default: the local store).",
         show_default=False,
     ),
 ]
@@ -48,7 +53,15 @@ KeyOption = Annotated[
     str | None,
     typer.Option("--api-key", envvar="LOOPWISE_API_KEY", help="API key.", show_default=False),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the run's JSON.", metavar="")]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="The local store without --url (default: the data directory's SQLite).",
+        show_default=False,
+    ),
+]
 
 
 def _quote(value: str) -> str:
@@ -56,7 +69,7 @@ def _quote(value: str) -> str:
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    typer.echo(" ".join(f"error: {message}".split()), err=True)
+    typer.echo(printable(" ".join(f"error: {message}".split())), err=True)
     raise typer.Exit(code)
 
 
@@ -73,7 +86,11 @@ def _when(stamp: float | None) -> str:
 
 
 def _dump(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False)))
+
+
+def _echo(text: str) -> None:
+    typer.echo(printable(text))
 
 
 @runs_app.command("list")
@@ -85,26 +102,34 @@ def list_runs(
     json_output: JsonOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    """List runs, newest first."""
-    client = ApiClient(url, api_key)
-    page = _call(
-        lambda: client.request(
-            "GET", "/v1/runs", status=status, agent=agent, limit=limit, cursor=cursor
+    """List runs, newest first (CLI runs too, from the local store)."""
+    if url is None:
+        page = _call(
+            lambda: local.list_page(
+                database, status=status, agent=agent, limit=limit, cursor=cursor
+            )
         )
-    )
+    else:
+        client = ApiClient(url, api_key)
+        page = _call(
+            lambda: client.request(
+                "GET", "/v1/runs", status=status, agent=agent, limit=limit, cursor=cursor
+            )
+        )
     if json_output:
         _dump(page)
         return
     if not page["data"]:
         typer.echo("no runs", err=True)
     for run in page["data"]:
-        typer.echo(
+        _echo(
             f"{run['id']}  {run['status']:<14} {run['agent']:<16} "
             f"steps={run['steps']:<3} {_when(run['created_at'])}"
         )
     if page.get("next_cursor"):
-        typer.echo(f"more: loopwise runs list --cursor {page['next_cursor']}", err=True)
+        typer.echo(printable(f"more: loopwise runs list --cursor {page['next_cursor']}"), err=True)
 
 
 @runs_app.command("show")
@@ -113,10 +138,14 @@ def show(
     json_output: JsonOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Show a run: status, result, spend, pending approvals."""
-    client = ApiClient(url, api_key)
-    run = _call(lambda: client.request("GET", f"/v1/runs/{_quote(run_id)}"))
+    if url is None:
+        run = _call(lambda: local.get_run(database, run_id))
+    else:
+        client = ApiClient(url, api_key)
+        run = _call(lambda: client.request("GET", f"/v1/runs/{_quote(run_id)}"))
     if json_output:
         _dump(run)
         return
@@ -141,7 +170,7 @@ def show(
         output = run["output"]
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
         lines.append(f"output:    {text}")
-    typer.echo("\n".join(lines))
+    _echo("\n".join(lines))
 
 
 def _summary(event: SseEvent) -> str:
@@ -171,24 +200,32 @@ def events(
         bool, typer.Option("--follow", "-f", help="Keep printing new events until the run ends.")
     ] = False,
     after: Annotated[int, typer.Option(min=0, help="Start after this event number.")] = 0,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON event per line.", metavar="")
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Print a run's events (with --follow, as they happen, until the run is over)."""
-    client = ApiClient(url, api_key)
+
+    def source() -> Any:
+        if url is None:
+            return local.run_events(database, run_id, after=after, follow=follow)
+        return ApiClient(url, api_key).events(run_id, after=after, follow=follow)
 
     def show_all() -> None:
         depths: dict[str, int] = {}  # child runs (agents used as tools) are indented
-        for event in client.events(run_id, after=after, follow=follow):
+        for event in source():
             if json_output:
-                typer.echo(json.dumps({"id": event.seq, "event": event.type, "data": event.data}))
+                line = {"id": event.seq, "event": event.type, "data": event.data}
+                typer.echo(json_safe(json.dumps(line, ensure_ascii=False)))
                 continue
             owner = str(event.data.get("run_id") or run_id)
             if event.type == "run_started":
                 depths[owner] = int(event.data.get("depth") or 0)
             indent = "│ " * depths.get(owner, 0)
-            typer.echo(f"{event.seq:>5} {indent}{event.type:<19} {_summary(event)}".rstrip())
+            _echo(f"{event.seq:>5} {indent}{event.type:<19} {_summary(event)}".rstrip())
 
     _call(show_all)
 
@@ -198,11 +235,15 @@ def cancel(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     url: UrlOption = None,
     api_key: KeyOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    """Cancel a run that has not finished."""
-    client = ApiClient(url, api_key)
-    run = _call(lambda: client.request("POST", f"/v1/runs/{_quote(run_id)}/cancel"))
-    typer.echo(f"{run['id']} {run['status']}")
+    """Cancel a run that has not finished (a CLI run stops within seconds)."""
+    if url is None:
+        run = _call(lambda: local.cancel_run(database, run_id))
+    else:
+        client = ApiClient(url, api_key)
+        run = _call(lambda: client.request("POST", f"/v1/runs/{_quote(run_id)}/cancel"))
+    _echo(f"{run['id']} {run['status']}")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -260,6 +301,7 @@ def approve(
     ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Approve (or --reject) a tool call a run is waiting on."""
     body: dict[str, Any] = {"decision": "reject" if reject else "approve"}
@@ -274,8 +316,33 @@ def approve(
             _fail(f"--arguments is not valid JSON: {exc}.", EXIT_USAGE)
         if not isinstance(body["arguments"], dict):
             _fail('--arguments must be a JSON object, e.g. \'{"path": "a.txt"}\'.', EXIT_USAGE)
-    client = ApiClient(url, api_key)
-    path = f"/v1/runs/{_quote(run_id)}/approvals/{_quote(call_id)}"
-    run = _call(lambda: client.request("POST", path, body))
+    if url is None:
+        run = _call(
+            lambda: local.decide(
+                database,
+                run_id,
+                call_id,
+                approve=not reject,
+                arguments=body.get("arguments"),
+                reason=reason,
+            )
+        )
+    else:
+        client = ApiClient(url, api_key)
+        path = f"/v1/runs/{_quote(run_id)}/approvals/{_quote(call_id)}"
+        run = _call(lambda: client.request("POST", path, body))
     verb = "rejected" if reject else "approved"
-    typer.echo(f"{verb} {call_id}; run {run['id']} is {run['status']}")
+    _echo(f"{verb} {call_id}; run {run['id']} is {run['status']}{_next_step(run)}")
+
+
+def _next_step(run: dict[str, Any]) -> str:
+    """What to do next for a CLI run once its calls are decided."""
+    if run.get("status") != "input_required":
+        return ""
+    decided = {d["call_id"] for d in run.get("decisions") or [] if isinstance(d, dict)}
+    waiting = [
+        p["call_id"] for p in run.get("pending_approvals") or [] if p["call_id"] not in decided
+    ]
+    if waiting:
+        return f"; still undecided: {', '.join(waiting)}"
+    return f"; continue it with: loopwise resume {run['id']}"
