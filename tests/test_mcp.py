@@ -243,3 +243,18 @@ def test_bench_runs_quick() -> None:
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["stdio_us_per_call"] > 0 and figures["http_us_per_call"] > 0
+
+
+SECRETS = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL",
+           "GITHUB_TOKEN", "LOOPWISE_API_KEY"]  # fmt: skip
+
+
+async def test_a_stdio_server_gets_none_of_our_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SECRETS:
+        monkeypatch.setenv(name, f"secret-{name}")
+    async with everything(env={"GIVEN": "on purpose"}) as server:
+        seen = await server.call_tool("get-env", {})
+    leaked = [name for name in SECRETS if f"secret-{name}" in str(seen)]
+    assert leaked == [] and "on purpose" in str(seen)
+    figure(f"mcp attack class environment leak: {len(SECRETS)} secrets tried, "
+           f"{len(SECRETS) - len(leaked)} held")  # fmt: skip
