@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from figures import figure
 from loopwise import Agent, tool
 from loopwise.errors import ModelError, UsageError
 from loopwise.messages import AssistantMessage, Message, ToolCallPart, ToolDefinition, UserMessage
@@ -294,3 +295,85 @@ async def test_a_json_turn_cut_off_mid_object_is_text_not_a_crash(server: WireSe
     reply = await make(server, tool_mode="json").request(ASK, [ADD], SETTINGS)
     assert reply.finish_reason == "max_tokens" and not reply.tool_calls
     assert not any(isinstance(p, ToolCallPart) for p in reply.parts)
+
+
+# -- a reply that is not a JSON turn, in json mode ----------------------------------------------
+
+BROKEN = [
+    ("The answer is 5.", "not valid JSON"),  # prose
+    ('{"tool": "add", "arguments": {"a": 2,', "not valid JSON"),  # cut off, but "stop"
+    ('{"answer": "5"} Hope this helps!', "text after the JSON object"),
+    ('{"tool": "add", "arguments": {"a": 2, "b": 3}}\n{"answer": "5"}', "text after"),
+    ("[2, 3]", "a JSON list, not an object"),
+    ('{"result": 5}', 'neither "tool" nor "answer"'),
+    ('{"answer": 5}', '"answer" must be a string'),
+    ('{"tool": 7, "arguments": {}}', '"tool" must be the name of a tool'),
+    ("{'tool': 'add', 'arguments': {'a': 2, 'b': 3}}", "not valid JSON"),  # Python, not JSON
+    ("", "it is empty"),
+    ("```json\n[1]\n```", "a JSON list"),
+    ('"5"', "a JSON str, not an object"),
+]
+
+
+@pytest.mark.parametrize(("broken", "problem"), BROKEN)
+async def test_a_broken_json_reply_is_corrected_not_the_answer(
+    server: WireServer, broken: str, problem: str
+) -> None:
+    server.push(Reply(text=broken), Reply(text=CALL_JSON), Reply(text='{"answer": "5"}'))
+    result = await Agent(make(server, tool_mode="json"), tools=[add], max_steps=4).run("2+3?")
+
+    assert (result.status, result.output) == ("completed", "5")
+    first = next(m for m in result.messages if isinstance(m, AssistantMessage))
+    [invalid] = first.tool_calls
+    assert invalid.raw_args == broken and invalid.args == {}
+    assert invalid.name == ("add" if '"add"' in broken else "invalid_json_reply")
+    # What the model saw next: its reply as it wrote it, then why it was refused.
+    wire = server.bodies[1]["messages"]
+    assert [m["role"] for m in wire] == ["system", "user", "assistant", "user"]
+    assert wire[2]["content"] == broken
+    assert wire[3]["content"].startswith("[loopwise] Your last reply was not a valid turn: ")
+    assert problem in wire[3]["content"]
+    assert '{"answer": "<your answer>"}' in wire[3]["content"]
+    if broken == BROKEN[-1][0]:
+        figure(
+            f"json tool mode: {len(BROKEN)} kinds of broken reply, each sent back to the "
+            "model as a correction (none ended the run as an answer)"
+        )
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        '```json\n{"answer": "5"}\n```',
+        '  \n{"answer": "5"}\n ',
+        '{"answer": "5", "confidence": "high"}',  # an extra key is not an error
+    ],
+)
+async def test_fenced_or_padded_answers_are_still_answers(server: WireServer, good: str) -> None:
+    server.push(Reply(text=good))
+    result = await Agent(make(server, tool_mode="json"), tools=[add]).run("2+3?")
+    assert (result.status, result.output) == ("completed", "5")
+
+
+async def test_broken_replies_forever_end_the_run_without_an_answer(server: WireServer) -> None:
+    server.default = Reply(text="I think it is 5")
+    result = await Agent(make(server, tool_mode="json"), tools=[add], max_steps=3).run("2+3?")
+    assert result.status != "completed" and result.output is None
+    assert len(server.requests) <= 3
+
+
+async def test_an_answer_where_a_call_is_required_is_corrected(server: WireServer) -> None:
+    server.push(Reply(text='{"answer": "5"}'))
+    reply = await make(server, tool_mode="json").request(
+        ASK, [ADD], ModelSettings(max_tokens=64, tool_choice="required")
+    )
+    [call] = reply.tool_calls
+    assert call.raw_args == '{"answer": "5"}' and call.name == "invalid_json_reply"
+
+
+async def test_a_turn_cut_off_at_the_limit_is_still_left_to_the_loop(server: WireServer) -> None:
+    server.push(Reply(text='{"answer": "a long', stop_reason="length"))
+    server.push(Reply(text='{"answer": "5"}'))
+    result = await Agent(make(server, tool_mode="json"), tools=[add]).run("2+3?")
+    assert (result.status, result.output) == ("completed", "5")
+    assert "cut off" in server.bodies[1]["messages"][-1]["content"]

@@ -13,26 +13,42 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ModelError, UsageError
-from ..messages import AssistantMessage, Message, ToolDefinition
-from ._constrained import chat_messages, turn_schema
+from ..messages import (
+    AssistantMessage,
+    AssistantPart,
+    Message,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolResultPart,
+    UserMessage,
+)
+from ._constrained import chat_messages, parse_turn, turn_schema
 
 __all__ = [
+    "INVALID_TURN",
     "TOOL_MODES",
     "ToolModeState",
+    "TurnParser",
     "json_request",
+    "json_turn",
     "looks_like_call",
     "rejects_tools",
     "resolve_tool_mode",
     "tools_unused",
 ]
 
-# Sends request parameters and returns the parsed reply (``True``: parse it as a JSON turn).
-Send = Callable[[dict[str, Any], bool], Awaitable[AssistantMessage]]
+# Reads a reply's text (and its finish reason) as a JSON turn.
+TurnParser = Callable[[str, str | None], list[AssistantPart]]
+# Sends request parameters and returns the reply, read as a JSON turn by the parser if given.
+Send = Callable[[dict[str, Any], TurnParser | None], Awaitable[AssistantMessage]]
 
 logger = logging.getLogger("loopwise.models")
 
@@ -41,6 +57,12 @@ ENV_VAR = "LOOPWISE_TOOL_MODE"
 # Statuses with which a server refuses a request field it does not support (or fails on it).
 _UNSUPPORTED_STATUS = frozenset({400, 404, 415, 422, 500, 501})
 _NAME_KEYS = ("tool", "name", "function", "tool_name")
+# The name of the call that a reply which is not a JSON turn becomes (no tool has it), and
+# the prefix of its id, by which the history replay knows it.
+INVALID_TURN = "invalid_json_reply"
+_INVALID_ID = "call_badturn_"
+_MAX_KEPT = 4000  # characters of a broken reply kept for the model to see
+_FENCE = re.compile(r"\A```[A-Za-z]*\s*\n(.*?)\n?```\Z", re.DOTALL)
 
 
 def resolve_tool_mode(value: str | None, provider: str) -> str:
@@ -165,7 +187,7 @@ async def tools_unused(
         return False
     state.probed = True
     try:
-        bare = await send(probe, False)
+        bare = await send(probe, None)
     except ModelError:
         return False
     with_tools, without = response.usage.input_tokens, bare.usage.input_tokens
@@ -188,18 +210,24 @@ async def json_request(
 ) -> AssistantMessage:
     """One turn as constrained JSON, in the first ``response_format`` the server takes.
 
-    ``params`` is the request without tools; the history is replayed as plain chat turns.
+    ``params`` is the request without tools; the history is replayed as plain chat turns,
+    an earlier reply that was not a JSON turn as it was, followed by why it was refused.
     """
     active = () if tool_choice == "none" else tools
-    params = {**params, "messages": chat_messages(messages, active)}
+    answer = tool_choice != "required"
+    params = {**params, "messages": chat_messages(replayed(messages, answer), active)}
     if not active:
-        return await send(params, False)
-    formats = json_formats(turn_schema(active, answer=tool_choice != "required"))
+        return await send(params, None)
+    formats = json_formats(turn_schema(active, answer=answer))
     failures: list[str] = []
+
+    def parse(text: str, finish_reason: str | None) -> list[AssistantPart]:
+        return json_turn(text, active, answer=answer, cut_off=finish_reason == "length")
+
     for index in range(state.format_index, len(formats)):
         name, response_format = formats[index]
         try:
-            reply = await send({**params, "response_format": response_format}, True)
+            reply = await send({**params, "response_format": response_format}, parse)
         except ModelError as exc:
             if not format_unsupported(exc):
                 raise
@@ -208,3 +236,118 @@ async def json_request(
         state.format_index = index
         return reply
     raise neither_error(state, failures)
+
+
+# -- replies that are not a JSON turn -----------------------------------------------------------
+
+
+def json_turn(
+    text: str, tools: Sequence[ToolDefinition], *, answer: bool, cut_off: bool = False
+) -> list[AssistantPart]:
+    """A reply in ``json`` mode: a call, an answer, or (anything else) an invalid call.
+
+    Only the whole reply as one ``{"tool", "arguments"}`` or ``{"answer"}`` object (in a
+    Markdown fence at most) is a turn. Anything else becomes a call the loop answers with
+    an error, so the model is told and can correct it; never a final answer. A reply cut
+    off at the token limit stays text: the loop asks for a shorter one.
+    """
+    if cut_off:
+        return parse_turn(text)
+    turn, problem = _decode(text)
+    if problem is None and isinstance(turn.get("tool"), str):
+        return parse_turn(json.dumps(turn))
+    problem = problem or _answer_problem(turn, answer)
+    if problem is None:
+        return [TextPart(text=turn["answer"])]
+    return [_invalid_call(text, tools, problem)]
+
+
+def _decode(text: str) -> tuple[dict[str, Any], str | None]:
+    """The reply as one JSON object, or why it is not one."""
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    body = fenced[1].strip() if fenced else text
+    if not body:
+        return {}, "it is empty"
+    try:
+        value, end = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError as exc:
+        return {}, f"it is not valid JSON ({exc.msg} at character {exc.pos})"
+    if body[end:].strip():
+        return {}, "it has text after the JSON object"
+    if not isinstance(value, dict):
+        return {}, f"it is a JSON {type(value).__name__}, not an object"
+    return value, None
+
+
+def _answer_problem(turn: dict[str, Any], answer: bool) -> str | None:
+    """Why an object without a tool name is not a valid answer (None: it is one)."""
+    if "tool" in turn:
+        return '"tool" must be the name of a tool'
+    if "answer" not in turn:
+        keys = ", ".join(repr(k)[:40] for k in list(turn)[:5]) or "no keys"
+        return f'it has neither "tool" nor "answer" (it has {keys})'
+    if not isinstance(turn["answer"], str):
+        return '"answer" must be a string'
+    if not answer:
+        return "a tool call is required here, not an answer"
+    return None
+
+
+def _problem(text: str, answer: bool) -> str:
+    """Why a kept broken reply was refused (worked out again from its text)."""
+    turn, problem = _decode(text)
+    return problem or _answer_problem(turn, answer) or "it is not a valid turn"
+
+
+def _invalid_call(text: str, tools: Sequence[ToolDefinition], problem: str) -> ToolCallPart:
+    """The invalid call for a broken reply: named after the one tool it quotes, if any."""
+    quoted = [t.name for t in tools if f'"{t.name}"' in text]
+    name = quoted[0] if len(quoted) == 1 else INVALID_TURN
+    call_id = f"{_INVALID_ID}{uuid.uuid4().hex[:12]}"
+    logger.info("json tool mode: a reply that is not a JSON turn (%s): %.200r", problem, text)
+    return ToolCallPart(id=call_id, name=name, raw_args=text[:_MAX_KEPT])
+
+
+def replayed(messages: Sequence[Message], answer: bool) -> list[Message]:
+    """The history with each invalid reply shown as the model wrote it and its error
+    result replaced by a correction that says why and what a turn must look like."""
+    out: list[Message] = []
+    problems: dict[str, str] = {}
+    for message in messages:
+        invalid = _invalid_calls(message) if isinstance(message, AssistantMessage) else []
+        if isinstance(message, AssistantMessage) and invalid:
+            raw = "\n".join(c.raw_args or "" for c in invalid)
+            problems.update({c.id: _problem(c.raw_args or "", answer) for c in invalid})
+            # chat_messages replays a cut-off turn verbatim: this one too, as it was written.
+            out.append(replace(message, parts=(TextPart(text=raw),), finish_reason="max_tokens"))
+        elif isinstance(message, UserMessage) and problems:
+            out.append(_corrected(message, answer, problems))
+        else:
+            out.append(message)
+    return out
+
+
+def _invalid_calls(message: AssistantMessage) -> list[ToolCallPart]:
+    return [c for c in message.tool_calls if c.id.startswith(_INVALID_ID)]
+
+
+def _corrected(message: UserMessage, answer: bool, problems: dict[str, str]) -> UserMessage:
+    parts = [
+        TextPart(text=correction(answer, problems[p.call_id]))
+        if isinstance(p, ToolResultPart) and p.call_id in problems
+        else p
+        for p in message.parts
+    ]
+    return replace(message, parts=tuple(parts))
+
+
+def correction(answer: bool, problem: str) -> str:
+    """What the model is told after a reply that was not a JSON turn."""
+    options = '{"tool": "<tool name>", "arguments": {...}} to call a tool'
+    if answer:
+        options += ', or {"answer": "<your answer>"} to answer'
+    return (
+        f"[loopwise] Your last reply was not a valid turn: {problem}. Reply with one JSON "
+        f"object and nothing else: {options}."
+    )

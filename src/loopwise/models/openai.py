@@ -24,7 +24,6 @@ from ..messages import (
 )
 from ..tokens import estimate, tiktoken_counter
 from . import ModelSettings
-from ._constrained import parse_turn
 from ._openai_wire import (
     ChunkAssembler,
     wire_finish,
@@ -35,6 +34,7 @@ from ._openai_wire import (
 )
 from ._tool_mode import (
     ToolModeState,
+    TurnParser,
     json_request,
     rejects_tools,
     resolve_tool_mode,
@@ -184,8 +184,10 @@ class OpenAIModel:
                 f"{self._client.base_url} is an OpenAI-compatible /v1 endpoint."
             ) from exc
 
-    async def _send_parsed(self, params: dict[str, Any], json_turn: bool) -> AssistantMessage:
-        return self._parse(await self._send(params), json_turn=json_turn)
+    async def _send_parsed(
+        self, params: dict[str, Any], turn: TurnParser | None
+    ) -> AssistantMessage:
+        return self._parse(await self._send(params), turn=turn)
 
     async def _tools_unused(
         self,
@@ -331,7 +333,9 @@ class OpenAIModel:
             params["timeout"] = settings.timeout
         return params
 
-    def _parse(self, completion: ChatCompletion, *, json_turn: bool = False) -> AssistantMessage:
+    def _parse(
+        self, completion: ChatCompletion, *, turn: TurnParser | None = None
+    ) -> AssistantMessage:
         """The reply as a message; a body of another shape is a :class:`ModelError`."""
         if not isinstance(completion, ChatCompletion):
             shown = str(completion)[:80]
@@ -343,18 +347,18 @@ class OpenAIModel:
         if not completion.choices:
             raise ModelError(f"{self._label} returned a response with no choices.")
         try:
-            return self._parsed(completion, json_turn=json_turn)
+            return self._parsed(completion, turn=turn)
         except (AttributeError, TypeError) as exc:
             raise ModelError(
                 f"{self._label} returned a malformed chat completion ({exc})."
             ) from exc
 
-    def _parsed(self, completion: ChatCompletion, *, json_turn: bool) -> AssistantMessage:
+    def _parsed(self, completion: ChatCompletion, *, turn: TurnParser | None) -> AssistantMessage:
         choice = completion.choices[0]
         message = choice.message
         parts: list[AssistantPart] = [TextPart(text=message.content)] if message.content else []
-        if json_turn:
-            parts = parse_turn(message.content or "")
+        if turn is not None and (message.content or not message.tool_calls):
+            parts = turn(message.content or "", choice.finish_reason)
         for call in message.tool_calls or []:
             if call.type == "function":
                 parts.append(wire_tool_call(call.id, call.function.name, call.function.arguments))
