@@ -71,3 +71,48 @@ def test_client_conformance(revision: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert core and len(passed) == len(core), core
+
+
+SERVED = """
+from loopwise import Agent
+from loopwise.models.testing import FunctionModel
+
+agents = {"answer": Agent(FunctionModel(lambda m, t: "done"), system="Answers done.")}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("revision", ["2025-06-18", "2025-11-25"])
+def test_server_conformance(revision: str, tmp_path: Path) -> None:
+    """The suite's server scenarios against ``loopwise mcp serve --http`` (agents only: the
+    scenarios for prompts, resources and the suite's own fixture tools are in the baseline)."""
+    need(CONFORMANCE)
+    from mcp_support import free_port, wait_port
+
+    (tmp_path / "served_for_conformance.py").write_text(SERVED)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loopwise", "mcp", "serve",
+         "--agents", "served_for_conformance", "--http", str(port)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_port(port, server, limit=30)
+        done = subprocess.run(
+            [node22(), str(CONFORMANCE / "dist" / "index.js"), "server", "--suite", "all",
+             "--spec-version", revision, "--url", f"http://127.0.0.1:{port}/mcp",
+             "--expected-failures", str(BASELINE), "-o", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(10)
+    results = tally(tmp_path / "out")
+    passed = sorted(k.removeprefix("server-") for k, (_, f) in results.items() if f == 0)
+    figure(
+        f"mcp conformance {revision} server (loopwise mcp serve): {len(passed)}/{len(results)} "
+        f"scenarios passed ({', '.join(passed)}); the rest need prompts, resources or the "
+        "suite's own tools (baseline)"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,11 +133,49 @@ async def test_cancelling_a_served_run(served: StdioServerParameters) -> None:
 
 
 def test_serve_refuses_a_module_without_agents(tmp_path: Path) -> None:
-    import subprocess
-
     (tmp_path / "empty_mod.py").write_text("x = 1\n")
     done = subprocess.run(
         [sys.executable, "-m", "loopwise", "mcp", "serve", "--agents", "empty_mod"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 2 and "offers no loopwise Agent" in done.stderr
+
+
+@pytest.fixture
+def http_served(tmp_path: Path) -> Iterator[str]:
+    """``loopwise mcp serve --http`` on a free port: its URL."""
+    from mcp_support import free_port, wait_port
+
+    (tmp_path / "served_agents.py").write_text(AGENTS)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loopwise", "mcp", "serve", "--agents", "served_agents",
+         "--http", str(port)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_port(port, server, limit=30)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_served_agents_over_http(http_served: str) -> None:
+    async with Client(http_served) as client:
+        assert "adder" in {t.name for t in (await client.list_tools()).tools}
+        added = await client.call_tool("adder", {"task": "2+3"})
+    assert text_of(added) == "The sum is 5."
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])
+def test_http_serving_is_loopback_only(tmp_path: Path, host: str) -> None:
+    (tmp_path / "served_agents.py").write_text(AGENTS)
+    done = subprocess.run(
+        [sys.executable, "-m", "loopwise", "mcp", "serve", "--agents", "served_agents",
+         "--http", "18766", "--host", host],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 2 and "loopback only" in done.stderr

@@ -165,12 +165,26 @@ def serve_command(
             show_default=False,
         ),
     ],
+    http: Annotated[
+        int | None,
+        typer.Option(
+            "--http",
+            help="Serve Streamable HTTP on this port (at /mcp, loopback only) instead of stdio.",
+            min=1,
+            max=65535,
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="The loopback address for --http.")] = "127.0.0.1",
 ) -> None:
-    """Serve loopwise agents as MCP tools over stdio (for desktop MCP clients)."""
-    from ..mcp.serve import agents_in, serve_stdio
+    """Serve loopwise agents as MCP tools over stdio (desktop clients) or HTTP."""
+    from ..mcp.serve import agents_in, serve_http, serve_stdio
 
     try:
         found = agents_in(agents)
+        if http is not None:
+            serve_http(found, http, host)
+            return
     except UsageError as exc:
         typer.echo(printable(f"error: {exc}"), err=True)
         raise typer.Exit(EXIT_USAGE) from None

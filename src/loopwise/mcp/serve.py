@@ -21,7 +21,9 @@ from ..agent import Agent
 from ..errors import UsageError
 from ..events import ModelResponded, ToolCalled
 
-__all__ = ["agents_in", "build_server", "serve_stdio"]
+__all__ = ["LOOPBACK", "agents_in", "build_server", "serve_http", "serve_stdio"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_TASK_CHARS = 100_000
@@ -165,3 +167,17 @@ async def serve_stdio(agents: Mapping[str, Agent[Any, Any]]) -> None:
             await server.run(read, write, server.create_initialization_options())
     finally:
         sys.stdin, sys.stdout = wrapped
+
+
+def serve_http(agents: Mapping[str, Agent[Any, Any]], port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``agents`` over Streamable HTTP at ``http://host:port/mcp`` (loopback only:
+    there is no authentication here; DNS-rebinding protection is on)."""
+    import uvicorn
+
+    if host not in LOOPBACK:
+        raise UsageError(
+            f"loopwise mcp serve --http listens on loopback only (not {host!r}): it has no "
+            "authentication; put it behind an authenticating proxy."
+        )
+    app = build_server(agents).streamable_http_app(host=host)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
