@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import json
 import logging
 import time
@@ -36,7 +37,14 @@ from .checks import (
 )
 from .heartbeat import ExecutorSlot, Heartbeat, check_executor_free, supervise
 from .reconcile import Reconciler, final_event
-from .records import Conflict, InvalidArguments, NotFound, RunRecord, StoredEvent
+from .records import (
+    Conflict,
+    IdempotencyMismatch,
+    InvalidArguments,
+    NotFound,
+    RunRecord,
+    StoredEvent,
+)
 from .schema import resolve_database, runs
 from .state import messages_of
 from .store import Store
@@ -207,9 +215,14 @@ class DurableEngine:
         budget: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        principal: str | None = None,
+        memory_key: str | None = None,
     ) -> RunRecord:
         """Queue a run; it is committed before this returns. The same ``idempotency_key``
-        gives back the run it first created."""
+        (per ``principal``, who starts the run) with the same request gives back the run it
+        first created; with another request it is :class:`IdempotencyMismatch`.
+        ``memory_key``, if given, is the memory namespace the run uses whatever its
+        metadata says (the API derives it from the principal)."""
         store = self.store
         if agent not in self.agents:
             raise NotFound(f"No agent is named {agent!r}; known: {', '.join(sorted(self.agents))}.")
@@ -222,6 +235,10 @@ class DurableEngine:
         }
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
             raise InvalidArguments("The idempotency key must be 1 to 255 characters long.")
+        request_hash = _request_hash(spec)
+        shown = check_metadata(metadata)
+        if memory_key is not None:
+            spec["metadata"] = {**shown, "memory_key": memory_key}
         run_id = f"run_{uuid.uuid4().hex}"
         now = time.time()
         values: dict[str, Any] = {
@@ -237,17 +254,26 @@ class DurableEngine:
             "tool_calls": 0,
             "pending": [],
             "segment": 0,
-            "metadata": spec["metadata"],
-            "idempotency_key": idempotency_key,
+            "metadata": shown,
+            "idempotency_key": _scoped_key(idempotency_key, principal),
             "created_at": now,
             "updated_at": now,
+            "principal": principal,
+            "request_hash": request_hash if idempotency_key is not None else None,
         }
         workflow_spec = {"run_id": run_id, "segment": 0, **spec}
 
         def enqueue(conn: sa.Connection) -> None:
             self._client.enqueue_in_transaction(conn, _enqueue_options(run_id), workflow_spec)
 
-        record, _ = await asyncio.to_thread(store.create_run, values, enqueue)
+        record, created = await asyncio.to_thread(store.create_run, values, enqueue)
+        if not created:
+            first = await asyncio.to_thread(store.request_hash, record.id)
+            if first is not None and first != request_hash:
+                raise IdempotencyMismatch(
+                    "This Idempotency-Key was first used with a different request; send that "
+                    "same request to get its run, or use a new key for a new run."
+                )
         return record
 
     async def get(self, run_id: str) -> RunRecord:
@@ -260,12 +286,19 @@ class DurableEngine:
         agent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        principal: str | None = None,
     ) -> tuple[builtins.list[RunRecord], str | None]:
-        """Runs, newest first, and a cursor for the next page (``None`` at the end)."""
+        """Runs (only ``principal``'s, if given), newest first, and a cursor for the next
+        page (``None`` at the end)."""
         if not 1 <= limit <= 500:
             raise InvalidArguments(f"limit must be between 1 and 500, not {limit}.")
         return await asyncio.to_thread(
-            self.store.list_runs, status=status, agent=agent, limit=limit, cursor=cursor
+            self.store.list_runs,
+            status=status,
+            agent=agent,
+            limit=limit,
+            cursor=cursor,
+            principal=principal,
         )
 
     async def events(
@@ -302,9 +335,11 @@ class DurableEngine:
         approve: bool,
         arguments: dict[str, Any] | None = None,
         reason: str | None = None,
+        principal: str | None = None,
     ) -> RunRecord:
         """Approve or reject one pending call; bound to this run, this call and its
-        arguments. Edited ``arguments`` are validated against the tool's schema."""
+        arguments. Edited ``arguments`` are validated against the tool's schema. The
+        decision records ``principal``, who made it."""
         store = self.store
         row = await asyncio.to_thread(store.row, run_id)
         if row is None:
@@ -327,6 +362,7 @@ class DurableEngine:
             "arguments": arguments,
             "reason": (reason or "")[:2000] or None,
             "digest": approval_digest(run_id, segment, call_id, call["tool"], call["arguments"]),
+            "principal": principal,
         }
 
         def complete(conn: sa.Connection, row: dict[str, Any], made: dict[str, Any]) -> None:
@@ -393,6 +429,20 @@ def _enqueue_options(wf_id: str) -> dict[str, Any]:
         "workflow_id": wf_id,
         "app_version": APP_VERSION,
     }
+
+
+def _request_hash(spec: dict[str, Any]) -> str:
+    """The SHA-256 of a run request in canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _scoped_key(key: str | None, principal: str | None) -> str | None:
+    """The idempotency key as stored: one principal's key never finds another's run."""
+    if key is None or principal is None:
+        return key
+    text = json.dumps([principal, key], ensure_ascii=False)
+    return "p:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _segment_of(store: Store, run_id: str) -> int:

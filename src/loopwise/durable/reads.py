@@ -12,8 +12,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .records import InvalidArguments, NotFound, PendingApproval, RunRecord, StoredEvent
-from .schema import events, runs, states
+from .records import (
+    Decision,
+    InvalidArguments,
+    NotFound,
+    PendingApproval,
+    RunRecord,
+    StoredEvent,
+)
+from .schema import decisions, events, runs, states
 
 __all__ = ["Row", "StoreReads", "record"]
 
@@ -31,20 +38,38 @@ class StoreReads:
         return None if found is None else found._asdict()
 
     def get(self, run_id: str) -> RunRecord:
-        row = self.row(run_id)
-        if row is None:
-            raise NotFound(f"No run has the id {run_id!r}.")
-        return record(row)
+        """The run with the decisions made on its calls."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            if found is None:
+                raise NotFound(f"No run has the id {run_id!r}.")
+            made = _decisions(conn, [run_id])
+        return record(found._asdict(), made.get(run_id, []))
+
+    def request_hash(self, run_id: str) -> str | None:
+        """The SHA-256 of the request that created the run with its idempotency key."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(runs.c.request_hash).where(runs.c.id == run_id))
+            return found.scalar()
 
     def list_runs(
-        self, *, status: str | None, agent: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: str | None,
+        agent: str | None,
+        limit: int,
+        cursor: str | None,
+        principal: str | None = None,
     ) -> tuple[list[RunRecord], str | None]:
-        """Newest first; the cursor is opaque (the last row's creation time and id)."""
+        """Newest first (only ``principal``'s, if given); the cursor is opaque (the last
+        row's creation time and id)."""
         query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
         if status is not None:
             query = query.where(runs.c.status == status)
         if agent is not None:
             query = query.where(runs.c.agent == agent)
+        if principal is not None:
+            query = query.where(runs.c.principal == principal)
         if cursor:
             created, last_id = _decode_cursor(cursor)
             query = query.where(
@@ -55,10 +80,11 @@ class StoreReads:
             )
         with self.engine.connect() as conn:
             rows = [r._asdict() for r in conn.execute(query.limit(limit + 1))]
-        more = len(rows) > limit
-        rows = rows[:limit]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            made = _decisions(conn, [r["id"] for r in rows])
         after = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return [record(r) for r in rows], after
+        return [record(r, made.get(r["id"], [])) for r in rows], after
 
     def events(self, run_id: str, *, after: int, limit: int) -> list[StoredEvent]:
         query = (
@@ -106,8 +132,34 @@ class StoreReads:
             return [r._asdict() for r in conn.execute(query)]
 
 
-def record(row: Mapping[str, Any]) -> RunRecord:
-    """The :class:`RunRecord` of a ``runs`` row."""
+def _decisions(conn: sa.Connection, run_ids: list[str]) -> dict[str, list[Decision]]:
+    """The decisions made on these runs' calls, oldest first, by run."""
+    if not run_ids:
+        return {}
+    query = (
+        sa.select(decisions)
+        .where(decisions.c.run_id.in_(run_ids))
+        .order_by(decisions.c.created_at, decisions.c.segment, decisions.c.call_id)
+    )
+    found: dict[str, list[Decision]] = {}
+    for row in conn.execute(query):
+        data = row.decision if isinstance(row.decision, dict) else {}
+        who = data.get("principal")
+        found.setdefault(row.run_id, []).append(
+            Decision(
+                call_id=row.call_id,
+                segment=row.segment,
+                approve=data.get("approve") is True,
+                principal=who if isinstance(who, str) else None,
+                reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
+                decided_at=row.created_at,
+            )
+        )
+    return found
+
+
+def record(row: Mapping[str, Any], made: list[Decision] | None = None) -> RunRecord:
+    """The :class:`RunRecord` of a ``runs`` row (with the decisions ``made`` on its calls)."""
     pending = [
         PendingApproval(
             call_id=str(p["call_id"]),
@@ -137,6 +189,8 @@ def record(row: Mapping[str, Any]) -> RunRecord:
         metadata=dict(row.get("metadata") or {}),
         started_at=row.get("started_at"),
         finished_at=row.get("finished_at"),
+        principal=row.get("principal"),
+        decisions=list(made or []),
     )
 
 

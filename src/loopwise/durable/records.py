@@ -14,6 +14,8 @@ from ..errors import LoopwiseError
 __all__ = [
     "TERMINAL",
     "Conflict",
+    "Decision",
+    "IdempotencyMismatch",
     "InvalidArguments",
     "NotFound",
     "PendingApproval",
@@ -39,6 +41,18 @@ class PendingApproval:
 
 
 @dataclass(frozen=True, slots=True)
+class Decision:
+    """A human decision on one pending call: who made it (the API key's principal) and when."""
+
+    call_id: str
+    segment: int
+    approve: bool
+    principal: str | None
+    reason: str | None
+    decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One run as the API shows it (times are Unix seconds, UTC)."""
 
@@ -61,6 +75,9 @@ class RunRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
     finished_at: float | None = None
+    principal: str | None = None
+    """Who started the run (the API key's principal); None for runs started without one."""
+    decisions: list[Decision] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,3 +103,7 @@ class Conflict(LoopwiseError):
 
 class InvalidArguments(LoopwiseError):
     """Edited arguments in a decision do not validate against the tool's schema."""
+
+
+class IdempotencyMismatch(InvalidArguments):
+    """An idempotency key came back with another request than the one it first came with."""

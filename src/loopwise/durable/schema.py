@@ -26,6 +26,7 @@ __all__ = [
     "resolve_database",
     "runs",
     "states",
+    "upgrade",
 ]
 
 metadata = sa.MetaData()
@@ -58,9 +59,17 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # Added later (see ``upgrade``): who started the run, and the SHA-256 of the request
+    # that came with its idempotency key.
+    sa.Column("principal", sa.String(200)),
+    sa.Column("request_hash", sa.String(64)),
     sa.Index("loopwise_runs_created", "created_at", "id"),
     sa.Index("loopwise_runs_status", "status", "finished_at"),
+    sa.Index("loopwise_runs_principal", "principal", "created_at", "id"),
 )
+
+_ADDED_COLUMNS = {"principal": "VARCHAR(200)", "request_hash": "VARCHAR(64)"}
+"""Columns of ``runs`` that databases made by earlier versions lack (``upgrade`` adds them)."""
 
 events = sa.Table(
     "loopwise_events",
@@ -125,6 +134,34 @@ executors = sa.Table(
     sa.Column("claimed_by", sa.String(200)),
     sa.Column("claimed_at", sa.Float),
 )
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Bring tables made by an earlier version up to date, additively: add the columns
+    they lack (NULL in existing rows) and their index. Safe when many processes start at
+    once (a column another process just added is not added twice)."""
+    names = {c["name"] for c in sa.inspect(engine).get_columns(runs.name)}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in names:
+            _quietly(engine, f"ALTER TABLE {runs.name} ADD COLUMN {column} {kind}")
+    fresh = {c["name"] for c in sa.inspect(engine).get_columns(runs.name)}
+    if missing := set(_ADDED_COLUMNS) - fresh:
+        raise UsageError(f"The database lacks the column(s) {sorted(missing)} of {runs.name}.")
+    _quietly(
+        engine,
+        f"CREATE INDEX IF NOT EXISTS loopwise_runs_principal ON {runs.name} "
+        "(principal, created_at, id)",
+    )
+
+
+def _quietly(engine: sa.Engine, statement: str) -> None:
+    """Run DDL that another process may be running at the same moment (its error, when
+    that process won, is ignored; ``upgrade`` checks the outcome)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    except sa.exc.DBAPIError:
+        pass
 
 
 def resolve_database(database: str | None) -> str:

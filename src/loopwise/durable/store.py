@@ -29,6 +29,7 @@ from .schema import (
     metadata,
     runs,
     states,
+    upgrade,
 )
 
 __all__ = ["Store"]
@@ -45,7 +46,11 @@ class Store(StoreReads):
         self.is_sqlite = url.startswith("sqlite")
 
     def migrate(self) -> None:
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DBAPIError:  # another process created them at the same moment
+            metadata.create_all(self.engine)
+        upgrade(self.engine)  # columns that tables of earlier versions lack
 
     def dispose(self) -> None:
         self.engine.dispose()
