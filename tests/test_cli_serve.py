@@ -83,7 +83,7 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Proc
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[tuple[Process, str]]:
+def serve(tmp_path: Path) -> Iterator[tuple[Process, str, str]]:
     server = start(
         tmp_path,
         "serve",
@@ -95,8 +95,10 @@ def serve(tmp_path: Path) -> Iterator[tuple[Process, str]]:
         database(tmp_path),
     )
     url = server.expect(r"loopwise serving (http://\S+)")[1]
-    server.expect("no API key needed")
-    yield server, url
+    key_file = Path(server.expect(r"API key: in (\S+) \(readable by you only")[1])
+    assert key_file == tmp_path / "data" / "local_api_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    yield server, url, key_file.read_text().strip()
     assert server.stop() == 0
 
 
@@ -123,9 +125,13 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str
     return lines[0]
 
 
-def test_runs_commands_against_a_served_api(tmp_path: Path, serve: tuple[Process, str]) -> None:
-    _, url = serve
-    api = Api(url)  # loopback without configured keys: open
+def test_runs_commands_against_a_served_api(
+    tmp_path: Path, serve: tuple[Process, str, str]
+) -> None:
+    _, url, key = serve
+    # Loopback without configured keys: this user's key, which the CLI finds on its own.
+    assert Api(url).get("/v1/runs").status == 401  # another local user or process
+    api = Api(url, key)
     counted = api.post("/v1/runs", {"agent": "counting", "input": "count"}).json()["id"]
     wait_status(api, counted, "completed")
 

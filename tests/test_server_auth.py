@@ -164,13 +164,31 @@ def test_configured_keys_are_required_wherever_it_binds(tmp_path: Path) -> None:
         resolve_auth(["short"], host="0.0.0.0", data_dir=tmp_path)
 
 
-def test_loopback_without_keys_is_open(tmp_path: Path) -> None:
-    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+def test_loopback_without_keys_needs_the_local_users_key(tmp_path: Path) -> None:
+    """Loopback is not one user: the default key is kept for this user only (mode 0600)."""
+    first = resolve_auth([], host="127.0.0.1", data_dir=tmp_path)
+    assert first.require_auth and first.local and first.generated_key is None
+    assert first.key_file == tmp_path / "local_api_key"
+    key = first.key_file.read_text().strip()
+    assert first.keys.check(key) and len(key) >= 40
+    assert stat.S_IMODE(first.key_file.stat().st_mode) == 0o600
+    principal = first.keys.identify(key)
+    assert principal is not None and principal.admin
+    for host in ("localhost", "::1", "127.0.0.2"):
         assert is_loopback(host)
-        setup = resolve_auth([], host=host, data_dir=tmp_path)
-        assert not setup.require_auth
+        again = resolve_auth([], host=host, data_dir=tmp_path)
+        assert again.require_auth and again.keys.check(key)  # the same key, made once
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.com"):
         assert not is_loopback(host)
+
+
+def test_no_auth_is_loopback_only_and_alone(tmp_path: Path) -> None:
+    setup = resolve_auth([], host="127.0.0.1", data_dir=tmp_path, no_auth=True)
+    assert not setup.require_auth and list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError, match="loopback only"):
+        resolve_auth([], host="0.0.0.0", data_dir=tmp_path, no_auth=True)
+    with pytest.raises(UsageError, match="cannot go with"):
+        resolve_auth(["a-key-0123456789abcdef"], host="::1", data_dir=tmp_path, no_auth=True)
 
 
 def test_beyond_loopback_a_key_is_generated_once_and_stored_hashed(tmp_path: Path) -> None:

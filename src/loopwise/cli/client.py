@@ -2,11 +2,14 @@
 
 ``ApiClient.request`` returns the decoded JSON or raises :class:`ApiError` with the
 server's one-sentence message; ``ApiClient.events`` follows a run's server-sent events,
-reconnecting with ``Last-Event-ID`` when the connection drops.
+reconnecting with ``Last-Event-ID`` when the connection drops. Without a key given, a
+loopback URL is sent the key ``loopwise serve`` keeps for this user in
+``<data dir>/local_api_key``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -45,7 +48,7 @@ class ApiClient:
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30):
         self.url = (url or os.environ.get("LOOPWISE_URL") or DEFAULT_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get("LOOPWISE_API_KEY") or None
+        self.api_key = api_key or os.environ.get("LOOPWISE_API_KEY") or _local_key(self.url)
         self.timeout = timeout
 
     def _request(
@@ -57,7 +60,8 @@ class ApiClient:
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            hdrs["Content-Type"] = "application/json"
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            hdrs["Content-Type"] = "application/json"  # a keyless server insists on it
         return urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
 
     def request(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
@@ -121,6 +125,24 @@ class ApiClient:
                         int(fields["id"]), fields.get("event", ""), json.loads(fields["data"])
                     )
                 fields = {}
+
+
+def _local_key(url: str) -> str | None:
+    """The key ``loopwise serve`` keeps for this user, if ``url`` is on loopback."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None
+    if not local:
+        return None
+    from ..datadir import data_dir
+
+    try:
+        key = (data_dir() / "local_api_key").read_text().strip()
+    except OSError:
+        return None
+    return key or None
 
 
 def _api_error(err: urllib.error.HTTPError) -> ApiError:

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -80,8 +81,33 @@ def serve(
         list[str] | None,
         typer.Option(
             "--api-key",
-            help="A key clients must send as 'Authorization: Bearer KEY' (repeatable; also "
-            "LOOPWISE_API_KEYS, comma-separated).",
+            help="A key clients must send as 'Authorization: Bearer KEY', or NAME:KEY to name "
+            "its principal (repeatable; also LOOPWISE_API_KEYS, comma-separated).",
+            show_default=False,
+        ),
+    ] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys-file",
+            envvar="LOOPWISE_KEYS_FILE",
+            help="JSON or TOML file of keys and their principals (name, agents, memory, admin).",
+            show_default=False,
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Loopback only: no key at all (any local user or process may run agents).",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A name clients may use in the Host header besides the bound address and "
+            "localhost (repeatable; also LOOPWISE_ALLOWED_HOSTS; '*' turns the check off).",
             show_default=False,
         ),
     ] = None,
@@ -98,14 +124,18 @@ def serve(
 ) -> None:
     """Serve the HTTP API (/v1, docs at /docs) with in-process workers."""
     try:
-        from ..server import create_app, resolve_auth
+        from ..server import create_app
         from ..server.limits import ConnectionLimits
 
-        keys = list(api_key or []) + _env_keys()
-        auth = resolve_auth(keys, host=host, data_dir=data_dir(create=not keys))
+        auth = _auth(api_key, keys_file, host, no_auth)
         engine = _engine(agents, database, executor_id, workers, concurrency)
         app = create_app(
-            engine, api_keys=auth.keys, require_auth=auth.require_auth, manage_engine=False
+            engine,
+            api_keys=auth.keys,
+            require_auth=auth.require_auth,
+            manage_engine=False,
+            bound_host=host,
+            allowed_hosts=[*(allowed_host or []), *_env_list("LOOPWISE_ALLOWED_HOSTS")],
         )
         limits = ConnectionLimits(
             header_seconds=header_timeout,
@@ -132,8 +162,21 @@ def worker(
     asyncio.run(_work(engine))
 
 
-def _env_keys() -> list[str]:
-    return [k.strip() for k in os.environ.get("LOOPWISE_API_KEYS", "").split(",") if k.strip()]
+def _env_list(name: str) -> list[str]:
+    return [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+
+
+def _auth(api_key: list[str] | None, keys_file: Path | None, host: str, no_auth: bool) -> AuthSetup:
+    """The keys: configured ones, a keys file's, else a generated admin key (see auth)."""
+    from ..server.auth import ApiKeys, resolve_auth
+    from ..server.principals import load_keys_file
+
+    keys = list(api_key or []) + _env_list("LOOPWISE_API_KEYS")
+    extra = ApiKeys(tuple(load_keys_file(keys_file))) if keys_file is not None else None
+    configured = bool(keys or extra or no_auth)
+    return resolve_auth(
+        keys, host=host, data_dir=data_dir(create=not configured), extra=extra, no_auth=no_auth
+    )
 
 
 def _engine(
@@ -220,10 +263,18 @@ def _announce(server: Any, host: str, auth: AuthSetup) -> None:
             f"API key (shown only now; its SHA-256 is kept in {auth.key_file}): "
             f"{auth.generated_key}"
         )
+    elif auth.local:
+        typer.echo(
+            f"API key: in {auth.key_file} (readable by you only; `loopwise runs` and "
+            "`loopwise approve` use it)"
+        )
     elif auth.key_file is not None:
         typer.echo(f"API keys: those hashed in {auth.key_file} (delete it to make a new key)")
     elif not auth.require_auth:
-        typer.echo("no API key needed: bound to loopback only")
+        typer.echo("no API key needed (--no-auth): any local user or process may use the API")
+    else:
+        names = sorted({p.name for _, p in auth.keys.entries})
+        typer.echo(f"API keys: {len(auth.keys.entries)} configured, for {', '.join(names)}")
     sys.stdout.flush()
 
 

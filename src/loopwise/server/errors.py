@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..durable.records import Conflict, InvalidArguments, NotFound
+from ..durable.records import Conflict, IdempotencyMismatch, InvalidArguments, NotFound
 from ..errors import UsageError
 
 __all__ = ["ApiError", "BodyLimit", "error_response", "install_error_handlers"]
@@ -137,6 +137,8 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
         return error_response(404, "not_found", message)
     if isinstance(exc, Conflict):
         return error_response(409, "conflict", message)
+    if isinstance(exc, IdempotencyMismatch):
+        return error_response(422, "idempotency_key_reused", message)
     return error_response(422, "invalid_arguments", message)
 
 

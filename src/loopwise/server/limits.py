@@ -187,12 +187,11 @@ def fit_to_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
             soft = wanted
         except (ValueError, OSError):
             pass
-    spare = max(128, soft // 4)
-    return replace(
-        limits,
-        max_connections=max(2, min(limits.max_connections, soft - spare)),
-        backlog=max(16, min(limits.backlog, spare // 2)),  # an accepted burst fits the spare
-    )
+    spare = max(128, soft // 4)  # the database, logs, tools' pipes
+    connections = max(2, min(limits.max_connections, soft - spare))
+    # An accepted burst (up to the backlog at once) must fit too.
+    backlog = max(16, min(limits.backlog, soft - connections - 128))
+    return replace(limits, max_connections=connections, backlog=backlog)
 
 
 def uvicorn_config(app: Any, *, limits: ConnectionLimits, **options: Any) -> Config:

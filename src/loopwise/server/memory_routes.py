@@ -1,9 +1,11 @@
 """``/v1/memories``: an agent's long-term memories over HTTP (list, search, get, delete).
 
-Every route is scoped to one namespace: ``agent`` (a registered agent with a memory) and
-optional ``key`` (a user or tenant, the ``memory_key`` of its runs' metadata). A memory of
-another namespace is a 404, as if it did not exist. The store is the agent's own
-:class:`~loopwise.memory.Memory`, so the API reads what the workers write.
+Every route is scoped to one namespace: ``agent`` (a registered agent with a memory that
+the caller may use) and optional ``key`` (the ``memory_key`` of its runs' metadata), which
+selects within the caller's own namespace (:meth:`Principal.memory_key`: an admin's key is
+used as given). A memory of another namespace is a 404, as if it did not exist. The store
+is the agent's own :class:`~loopwise.memory.Memory`, so the API reads what the workers
+write.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from ..errors import UsageError
 from .errors import ApiError
 from .openapi import error_responses
+from .principals import LOCAL, Principal
 from .schemas import NO_NUL, ErrorBody
 
 if TYPE_CHECKING:
@@ -30,7 +33,11 @@ AgentQuery = Annotated[
 ]
 KeyQuery = Annotated[
     str,
-    Query(max_length=200, pattern=r"^[^\x00]*$", description="User or tenant key ('' = none)."),
+    Query(
+        max_length=100,
+        pattern=r"^[^\x00]*$",
+        description="Memory key within your namespace ('' = your namespace itself).",
+    ),
 ]
 MemoryId = Annotated[str, Path(max_length=200, pattern=NO_NUL, description="The memory's id.")]
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -50,13 +57,15 @@ class HitList(BaseModel):
 def _scope(request: Request, agent: str, key: str) -> tuple[Memory, Namespace]:
     from ..memory import Namespace
 
+    principal = getattr(request.state, "principal", None)
+    principal = principal if isinstance(principal, Principal) else LOCAL
     found = request.app.state.engine.agents.get(agent)
-    if found is None:
+    if found is None or not principal.may_use(agent):
         raise ApiError(404, "not_found", f"No agent is named {agent!r}.")
     memory = getattr(found, "memory", None)
     if memory is None:
         raise ApiError(404, "not_found", f"Agent {agent!r} has no long-term memory.")
-    return memory, Namespace(agent, key)
+    return memory, Namespace(agent, principal.memory_key(key))
 
 
 async def _guard(work: Any) -> Any:

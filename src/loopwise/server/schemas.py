@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from ..durable.records import PendingApproval, RunRecord
+from ..durable.records import Decision, PendingApproval, RunRecord
 from ..models import KNOWN_PROVIDERS
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ApproveIn",
     "BudgetIn",
     "DecisionIn",
+    "DecisionOut",
     "ErrorBody",
     "ErrorDetail",
     "Health",
@@ -186,6 +187,26 @@ class PendingApprovalOut(BaseModel):
         )
 
 
+class DecisionOut(BaseModel):
+    """A decision made on one of the run's calls: by whom (the key's principal) and when."""
+
+    call_id: str
+    approve: bool
+    principal: str | None
+    reason: str | None
+    decided_at: float
+
+    @classmethod
+    def of(cls, decision: Decision) -> DecisionOut:
+        return cls(
+            call_id=decision.call_id,
+            approve=decision.approve,
+            principal=decision.principal,
+            reason=decision.reason,
+            decided_at=decision.decided_at,
+        )
+
+
 class RunOut(BaseModel):
     """A run: its state, result, spend and what it waits for. Times are Unix seconds."""
 
@@ -203,7 +224,9 @@ class RunOut(BaseModel):
     steps: int
     tool_calls: int
     pending_approvals: list[PendingApprovalOut]
+    decisions: list[DecisionOut]
     metadata: dict[str, Any]
+    principal: str | None = Field(description="Who started the run (its API key's principal).")
     created_at: float
     updated_at: float
     started_at: float | None
@@ -226,7 +249,9 @@ class RunOut(BaseModel):
             steps=record.steps,
             tool_calls=record.tool_calls,
             pending_approvals=[PendingApprovalOut.of(p) for p in record.pending_approvals],
+            decisions=[DecisionOut.of(d) for d in record.decisions],
             metadata=dict(record.metadata),
+            principal=record.principal,
             created_at=record.created_at,
             updated_at=record.updated_at,
             started_at=record.started_at,
