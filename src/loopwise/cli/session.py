@@ -63,7 +63,7 @@ def read_task(task: str | None, *, follow_up: bool = False) -> str:
     """The task: the argument, or stdin for ``-`` or no argument with stdin not a terminal;
     an empty task is a usage error."""
     if task == "-" or (task is None and not sys.stdin.isatty()):
-        task = sys.stdin.read()
+        task = sys.stdin.read().strip()
     if task is None:
         what = "a follow-up" if follow_up else "a task"
         raise UsageError(f'Give {what}: loopwise run "…", or on stdin (loopwise run - < task.md).')

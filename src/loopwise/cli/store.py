@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 ORIGIN = "cli"
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0
 
 
 class StoreError(Exception):
