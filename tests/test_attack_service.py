@@ -514,7 +514,6 @@ def test_cross_site_requests_change_nothing_on_a_keyless_server(keyless: Guarded
 # -- Idempotency-Key bound to its request -----------------------------------------------
 
 
-
 def test_an_idempotency_key_is_bound_to_its_request(keyless: GuardedServer) -> None:
     api = Api(keyless.url)
     base = {"agent": "counting", "input": "charge order 42", "metadata": {"a": 1, "b": "x"}}

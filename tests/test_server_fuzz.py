@@ -24,6 +24,7 @@ import pytest
 
 from figures import figure
 from loopwise.server import ServerSettings
+from loopwise.server.principals import parse_key_entry
 from server_helpers import KEY, service
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -82,8 +83,9 @@ def _agents_with_a_memory(tmp_path: Path) -> tuple[dict[str, Any], Any]:
     from loopwise.models.testing import FunctionModel
 
     memory = Memory(f"sqlite:///{tmp_path / 'memory.sqlite'}", embedder=HashEmbedder())
+    mine = parse_key_entry(KEY)[1].memory_key  # the fuzzing key's own namespace
     for i, fact in enumerate(["The staging database is db-7.", "Deploys go to eu-north-1."]):
-        for key in ("", "tenant-a"):
+        for key in ("", "tenant-a", mine(""), mine("tenant-a")):
             asyncio.run(memory.remember(f"{fact} ({i})", namespace=Namespace("remembering", key)))
     remembering = Agent(FunctionModel(lambda m, t: "ok"), name="remembering", memory=memory)
     return {**agents, "remembering": remembering}, memory
