@@ -16,6 +16,7 @@ from typing import Any
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk
 
+from ..context import estimate_tokens, tools_tokens
 from ..messages import (
     AssistantMessage,
     AssistantPart,
@@ -30,6 +31,7 @@ from ..messages import (
     Usage,
     UserMessage,
 )
+from ..tokens import Counter, estimate
 from ._vision import OPENAI_LIMITS, document_text, pdf_page_images, prepare_image
 
 WireMessage = dict[str, Any]
@@ -159,6 +161,36 @@ def wire_usage(usage: CompletionUsage | None) -> Usage:
         output_tokens=usage.completion_tokens or 0,
         cache_read_tokens=(details.cached_tokens or 0) if details else 0,
         cache_write_tokens=(details.cache_write_tokens or 0) if details else 0,
+    )
+
+
+def estimated_usage(
+    messages: Sequence[Message],
+    tools: Sequence[ToolDefinition],
+    response: AssistantMessage,
+    counter: Counter | None = None,
+) -> Usage | None:
+    """The response's usage with the counts the server did not report estimated (the
+    prompt from the messages and tools sent, the output from the reply); None when the
+    server reported both."""
+    usage = response.usage
+    wrote = bool(response.text or response.tool_calls)
+    if usage.input_tokens > 0 and (usage.output_tokens > 0 or not wrote):
+        return None
+    count = counter or estimate
+    input_tokens = usage.input_tokens or (
+        sum(estimate_tokens(m, counter) for m in messages) + tools_tokens(tools, counter)
+    )
+    output_tokens = usage.output_tokens or (
+        count(response.text)
+        + sum(count(c.name) + count(c.raw_args or json.dumps(c.args)) for c in response.tool_calls)
+    )
+    return Usage(
+        requests=max(usage.requests, 1),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import ModelError, UsageError
@@ -26,6 +27,7 @@ from ..tokens import estimate, tiktoken_counter
 from . import ModelSettings
 from ._openai_wire import (
     ChunkAssembler,
+    estimated_usage,
     wire_finish,
     wire_messages,
     wire_tool,
@@ -103,6 +105,7 @@ class OpenAIModel:
         self._retry = retry
         self._context_window = context_window
         self._stream_options_ok = True
+        self._usage_estimated = False
         self._tool_state = ToolModeState(resolve_tool_mode(tool_mode, provider), self._label)
         self._client = client or _make_client(provider, base_url, api_key)
 
@@ -147,13 +150,42 @@ class OpenAIModel:
         """Close the HTTP client and its kept-alive connections (before the event loop ends)."""
         await self._client.close()
 
+    @property
+    def usage_estimated(self) -> bool:
+        """Whether any reply's token counts so far were estimated, not reported: the server
+        sent no usage (llama_cpp.server when streaming, servers without ``stream_options``)."""
+        return self._usage_estimated
+
+    def _counted(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        response: AssistantMessage,
+    ) -> AssistantMessage:
+        """The response with its usage estimated where the server reported none."""
+        counter = tiktoken_counter(self._model_name) if self._provider == "openai" else None
+        usage = estimated_usage(messages, tools, response, counter)
+        if usage is None:
+            return response
+        self._usage_estimated = True
+        return replace(response, usage=usage)
+
     async def request(
         self,
         messages: Sequence[Message],
         tools: Sequence[ToolDefinition],
         settings: ModelSettings,
     ) -> AssistantMessage:
-        """Send the conversation and return the model's response with its usage."""
+        """Send the conversation and return the model's response with its usage (estimated
+        when the server reports none: see :attr:`usage_estimated`)."""
+        return self._counted(messages, tools, await self._request(messages, tools, settings))
+
+    async def _request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> AssistantMessage:
         state = self._tool_state
         if tools and state.mode == "json":
             return await self._json_request(messages, tools, settings)
@@ -283,24 +315,25 @@ class OpenAIModel:
                 f"content-type {kind}): the server closed the connection early or is not "
                 "OpenAI-compatible."
             )
-        yield assembler.message()
+        yield self._counted(messages, tools, assembler.message())
 
     async def _open_stream(self, params: dict[str, Any]) -> openai.AsyncStream[ChatCompletionChunk]:
-        """Open the stream; a server that rejects ``stream_options`` is asked again without."""
-        if not self._stream_options_ok:
-            params.pop("stream_options", None)
-            chunks: openai.AsyncStream[ChatCompletionChunk]
-            chunks = await self._client.chat.completions.create(**params)
-            return chunks
-        params["stream_options"] = {"include_usage": True}
-        try:
-            chunks = await self._client.chat.completions.create(**params)
-        except openai.BadRequestError as exc:
-            if "stream_options" not in f"{exc.message} {exc.body}":
-                raise
+        """Open the stream asking for usage (``stream_options``); a server that refuses the
+        request (400/422: some refuse unknown fields) is asked once more without it, and if
+        that works, never asked with it again."""
+        create = self._client.chat.completions.create
+        chunks: openai.AsyncStream[ChatCompletionChunk]
+        if self._stream_options_ok:
+            try:
+                chunks = await create(**params, stream_options={"include_usage": True})
+                return chunks
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (400, 422):
+                    raise
+            chunks = await create(**params)  # a request bad for another reason fails here
             self._stream_options_ok = False
-            params.pop("stream_options", None)
-            chunks = await self._client.chat.completions.create(**params)
+            return chunks
+        chunks = await create(**params)
         return chunks
 
     def _params(
