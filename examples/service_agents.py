@@ -7,15 +7,20 @@ give an agent ``"anthropic:claude-sonnet-4-6"`` instead and nothing else changes
 
     cd examples && loopwise serve --agents service_agents        # or PYTHONPATH=examples
 
+    KEY=$(cat "${LOOPWISE_DATA_DIR:-$HOME/.local/share/loopwise}/local_api_key")
     curl -s -X POST http://127.0.0.1:8000/v1/runs -H 'Content-Type: application/json' \\
+         -H "Authorization: Bearer $KEY" \\
          -d '{"agent": "calculator", "input": "What is 6 times 7?"}'
     loopwise runs events RUN --follow           # RUN: the "id" the POST returned
     loopwise runs show RUN
 
     curl -s -X POST http://127.0.0.1:8000/v1/runs -H 'Content-Type: application/json' \\
-         -d '{"agent": "refunds", "input": "Refund order 1042."}'
+         -H "Authorization: Bearer $KEY" -d '{"agent": "refunds", "input": "Refund order 1042."}'
     loopwise runs show RUN                      # input_required, with the pending call
     loopwise approve RUN CALL                   # or --reject --reason "..."
+
+On loopback ``serve`` makes an admin key once and keeps it in ``<data dir>/local_api_key``
+(the CLI reads it by itself); ``--no-auth`` serves without keys, on loopback only.
 
 Agents: ``echo`` (answers with the task), ``calculator`` (adds or multiplies the numbers
 in the task with tools) and ``refunds`` (a refund that waits for a human's approval).

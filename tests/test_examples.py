@@ -153,7 +153,7 @@ def wait_run(url: str, run_id: str, *states: str, timeout: float = 20) -> dict[s
         time.sleep(0.05)
 
 
-SERVE = ["--agents", "service_agents", "--port", "0", "--log-level", "warning"]
+SERVE = ["--agents", "service_agents", "--port", "0", "--log-level", "warning", "--no-auth"]
 
 
 def test_service_agents_example_served(tmp_path: Path) -> None:
