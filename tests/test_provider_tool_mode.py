@@ -377,3 +377,29 @@ async def test_a_turn_cut_off_at_the_limit_is_still_left_to_the_loop(server: Wir
     result = await Agent(make(server, tool_mode="json"), tools=[add]).run("2+3?")
     assert (result.status, result.output) == ("completed", "5")
     assert "cut off" in server.bodies[1]["messages"][-1]["content"]
+
+
+async def test_a_broken_reply_naming_a_tool_never_runs_it(server: WireServer) -> None:
+    ran: list[bool] = []
+
+    @tool
+    def wipe(confirm: bool) -> str:
+        """Delete everything."""
+        ran.append(confirm)
+        return "wiped"
+
+    broken = '{"tool": "wipe", "arguments": {"confirm": tru'
+    server.push(Reply(text=broken), Reply(text='{"answer": "no"}'))
+    result = await Agent(make(server, tool_mode="json"), tools=[add, wipe]).run("Clean up.")
+    assert (result.status, result.output, ran) == ("completed", "no", [])
+    [call] = next(m for m in result.messages if isinstance(m, AssistantMessage)).tool_calls
+    assert (call.name, call.raw_args) == ("wipe", broken)
+
+
+async def test_a_huge_broken_reply_is_kept_short(server: WireServer) -> None:
+    huge = "garbage " * 125_000  # 1 MB
+    server.push(Reply(text=huge, chunks=(huge,)), Reply(text='{"answer": "5"}'))
+    result = await Agent(make(server, tool_mode="json"), tools=[add]).run("2+3?")
+    assert (result.status, result.output) == ("completed", "5")
+    replayed = server.bodies[1]["messages"][2]["content"]
+    assert replayed == huge[:4000]

@@ -164,3 +164,27 @@ async def test_llama_cpp_server_streams_without_usage_so_it_is_estimated(
         f"{final.usage.input_tokens} in / {final.usage.output_tokens} out (estimated), "
         f"request {reply.usage.input_tokens} in / {reply.usage.output_tokens} out (reported)"
     )
+
+
+HOSTILE_USAGE: list[dict[str, Any]] = [
+    {"prompt_tokens": -5, "completion_tokens": -1},
+    {"prompt_tokens": "12", "completion_tokens": "3"},
+    {"prompt_tokens": 12.5, "completion_tokens": None},
+    {"prompt_tokens": True, "completion_tokens": False},
+    {"prompt_tokens": None, "completion_tokens": None, "prompt_tokens_details": "x"},
+    {"prompt_tokens": [1], "completion_tokens": {"n": 3}},
+]
+
+
+@pytest.mark.parametrize("usage", HOSTILE_USAGE)
+async def test_usage_that_is_not_a_count_is_estimated(
+    server: WireServer, usage: dict[str, Any]
+) -> None:
+    server.push(completion("Hello there!", usage))
+    model = make(server.openai_url)
+    reply = await model.request(HELLO, [], SETTINGS)
+    counts = (reply.usage.input_tokens, reply.usage.output_tokens)
+    assert all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts)
+    assert model.usage_estimated
+    if usage is HOSTILE_USAGE[-1]:
+        figure(f"usage from servers: {len(HOSTILE_USAGE)} malformed usage objects, all estimated")

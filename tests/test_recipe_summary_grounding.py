@@ -49,6 +49,11 @@ INVENTED = [
     "Customers complained because shipping prices rose sharply after holidays.",
     "Errors in v2.7.1 of the release.",
     "1. Restart 8 workers\n2. Check the database",  # in a numbered list
+    "A twelve-minute outage hit the database.",  # a number word in a compound
+    "The errors came in **7** bursts.",  # Markdown emphasis
+    "Disk at ９３ % with ７ errors.",  # full-width digits
+    "Memory: 41.3 % used; the COVID-19 lockdown caused it.",  # a true fact, then a lie
+    "payments.log showed 5 errors.",  # a true number, an unread file
 ]
 FAITHFUL = [
     "Database connections failed three times.\nNext steps:\n- Check the database host",
@@ -60,6 +65,8 @@ FAITHFUL = [
     "Looks fine.",
     "Done.",
     "1. Check the database\n2. Free disk space",
+    "Five error lines; three of them were refused database connections.",
+    "The disk is 93.4 % full and memory 41.3 % used (as of 2024-05-01).",
 ]
 
 

@@ -152,16 +152,24 @@ def wire_tool(tool: ToolDefinition) -> dict[str, Any]:
 
 
 def wire_usage(usage: CompletionUsage | None) -> Usage:
+    """The reported usage; a count that is not a whole number of 0 or more counts as 0
+    (not reported), so :func:`estimated_usage` fills it in."""
     if usage is None:
         return Usage(requests=1)
     details = usage.prompt_tokens_details
     return Usage(
         requests=1,
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cache_read_tokens=(details.cached_tokens or 0) if details else 0,
-        cache_write_tokens=(details.cache_write_tokens or 0) if details else 0,
+        input_tokens=_tokens(usage.prompt_tokens),
+        output_tokens=_tokens(usage.completion_tokens),
+        cache_read_tokens=_tokens(getattr(details, "cached_tokens", 0)),
+        cache_write_tokens=_tokens(getattr(details, "cache_write_tokens", 0)),
     )
+
+
+def _tokens(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
 
 
 def estimated_usage(

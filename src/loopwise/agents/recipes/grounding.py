@@ -79,8 +79,9 @@ def ungrounded(text: str, facts: str) -> list[str]:
 def _grounded(token: str, numbers: set[str], facts: str) -> bool:
     """Whether one token of the summary is a claim the facts hold (or no claim at all)."""
     word = token.lower()
-    if word in _NUMBER_WORDS:
-        return str(_NUMBER_WORDS[word]) in numbers
+    spelled = [_NUMBER_WORDS[w] for w in word.split("-") if w in _NUMBER_WORDS]
+    if spelled:  # "three", "five-minute", "twenty-two" (checked word by word)
+        return all(str(n) in numbers for n in spelled)
     if _NUMERIC.fullmatch(token):
         return _number(token) in numbers
     unit = _UNIT.fullmatch(token)
