@@ -51,7 +51,7 @@ INVENTED = [
     "1. Restart 8 workers\n2. Check the database",  # in a numbered list
     "A twelve-minute outage hit the database.",  # a number word in a compound
     "The errors came in **7** bursts.",  # Markdown emphasis
-    "Disk at ９３ % with ７ errors.",  # full-width digits
+    "Disk at \uff19\uff13 % with \uff17 errors.",  # full-width digits
     "Memory: 41.3 % used; the COVID-19 lockdown caused it.",  # a true fact, then a lie
     "payments.log showed 5 errors.",  # a true number, an unread file
 ]
