@@ -5,7 +5,9 @@ format are described in the system prompt and the reply is held to
 :func:`~loopwise.models._constrained.turn_schema` through ``response_format``. ``auto``
 starts native and switches to ``json`` for the rest of the model object's life when the
 server rejects ``tools``, answers with a call written as text, or never showed the tools to
-the model (the prompt costs no more tokens with them than without).
+the model (the prompt costs no more tokens with them than without). In ``json`` mode a
+reply that is not one such object becomes an invalid call (:func:`json_turn`), which the
+loop answers with an error and the replay turns into a correction: never a final answer.
 """
 
 from __future__ import annotations
