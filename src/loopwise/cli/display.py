@@ -35,6 +35,7 @@ from ..events import (
     RunStarted,
     TextDelta,
     ToolCalled,
+    ToolProgress,
     ToolResulted,
 )
 from ..messages import Usage
@@ -179,6 +180,10 @@ class LiveDisplay:
                     )
             case RunFinished():
                 self._run_event(event)
+            case ToolProgress():
+                total = f"/{event.total:g}" if event.total is not None else ""
+                note = f" {shorten(event.message)}" if event.message else ""
+                self._line(f"  … {event.name} {event.progress:g}{total}{note}", "dim")
             case _:
                 assert_never(event)
 

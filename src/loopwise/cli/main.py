@@ -306,6 +306,18 @@ def _register_service_commands() -> None:
     from .mcp import mcp_app
 
     app.add_typer(mcp_app)
+    _register_daily_commands()
+
+
+def _register_daily_commands() -> None:
+    """``models``, ``keys ...`` and ``config ...``."""
+    from .config import config_app
+    from .keys import keys_app
+    from .models import models
+
+    app.command()(models)
+    app.add_typer(keys_app)
+    app.add_typer(config_app)
 
 
 _register_service_commands()

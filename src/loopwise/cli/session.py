@@ -85,7 +85,7 @@ def run_stored(options: RunOptions, *, follow_up: bool = False) -> int:
             if store is None:
                 raise UsageError("Continuing a conversation needs the run store, which failed.")
             options, messages = _conversation(store, options)
-        options = _fixed_workspace(options)
+        options = _prepared(options)
         agent = _build_agent(options)
         from ..media import attachment
 
@@ -172,6 +172,34 @@ def options_from(stored: Any, base: RunOptions) -> RunOptions:
         return dataclasses.replace(base, **changes)
     except TypeError as exc:
         raise UsageError(f"The stored flags of the run are malformed: {exc}.") from None
+
+
+def _prepared(options: RunOptions) -> RunOptions:
+    """The config file applied, stored keys exported, the embedded-fallback notice shown
+    (once), the workspace chosen."""
+    from .config import apply_config
+    from .keys import export_stored_keys
+
+    options = apply_config(options)
+    export_stored_keys()
+    if options.model is None and options.agent is None:
+        _fallback_notice()
+    return _fixed_workspace(options)
+
+
+def _fallback_notice() -> None:
+    """Say on stderr when the embedded fallback model will answer (the models package
+    says what to print)."""
+    from .. import models as provided
+
+    choose = getattr(provided, "choose_default_model", None)
+    try:
+        choice = choose() if choose is not None else None
+    except LoopwiseError:
+        return  # no model at all: the run says so in one line
+    notice = getattr(choice, "notice", None) if choice is not None else None
+    if isinstance(notice, str) and notice:
+        _error(f"note: {notice}")
 
 
 def _fixed_workspace(options: RunOptions) -> RunOptions:

@@ -78,7 +78,7 @@ def _toolkit(spec: ToolSpec, workspace: Path | None, allow_hosts: Sequence[str])
         case "http":
             return toolkits.http(allow=list(allow_hosts))
         case "git":
-            return toolkits.git(where)
+            return _git(where, named=spec.arg is not None)
         case "python":  # code can change or delete any workspace file: ask first
             return toolkits.python(workspace=where, requires_approval=True)
         case "shell":
@@ -93,6 +93,21 @@ def _toolkit(spec: ToolSpec, workspace: Path | None, allow_hosts: Sequence[str])
         case "browser":
             return toolkits.browser(workspace=where, allow=list(allow_hosts))
     raise UsageError(f"unknown toolkit {spec.name!r}")  # pragma: no cover
+
+
+def _git(where: Path, *, named: bool) -> list[Tool]:
+    """The git tools on ``where``; on a workspace that is no repository they are left out
+    with a note (a repository named with ``git=REPO`` must be one)."""
+    from .. import toolkits
+
+    try:
+        return toolkits.git(where)
+    except UsageError as exc:
+        if named:
+            raise
+        note = f"note: the git tools are left out: {exc} Use --tools git=REPO, or git init it."
+        sys.stderr.write(printable(" ".join(note.split())) + "\n")
+        return []
 
 
 ApproveMode = Literal["ask", "yes", "no"]
