@@ -112,13 +112,20 @@ async def test_strict_denies_consequential_calls_after_untrusted_content_naming_
 def test_strict_allows_what_the_user_named_even_after_untrusted_content() -> None:
     turns = [
         call("read_inbox"),
-        call("send_money", recipient="AL11ALICE", amount=20),
         call("send_email", to="alice@example.org", body="paid, see inbox"),
+        call("send_money", recipient="AL11ALICE", amount=20),
         "ok",
     ]
     agent = Agent(ScriptedModel(turns), tools=TOOLS, capabilities=[Policy()])
-    agent.run_sync("Check my inbox, pay AL11ALICE 20 and tell alice@example.org.")
-    assert [s.get("recipient") or s.get("to") for s in SENT] == ["AL11ALICE", "alice@example.org"]
+    paused = agent.run_sync("Check my inbox, pay AL11ALICE 20 and tell alice@example.org.")
+    assert SENT == [{"to": "alice@example.org", "body": "paid, see inbox"}]
+    # an irreversible action after untrusted content asks even with the user's own values
+    [pending] = paused.pending_approvals
+    assert "irreversible-after-untrusted-asks" in pending.reason
+    assert paused.state is not None
+    paused.state.approve(pending.call_id)
+    agent.run_sync(paused.state)
+    assert SENT[-1] == {"recipient": "AL11ALICE", "amount": 20}
 
 
 def test_nothing_is_restricted_before_untrusted_content() -> None:

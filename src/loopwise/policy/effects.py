@@ -78,7 +78,9 @@ DESTINATION_KEYS = frozenset(
 )  # fmt: skip
 """Argument names whose values say where an egress or external call goes."""
 
-PATH_KEYS = frozenset({"path", "paths", "file", "filename", "file_path", "dest", "destination"})
+PATH_KEYS = frozenset(
+    {"path", "paths", "file", "filename", "file_path", "file_id", "dest", "destination"}
+)
 
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^\s\"'<>`]+")
 _EMAIL = re.compile(r"[^\s@<>\"',;]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")

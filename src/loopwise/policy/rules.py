@@ -191,6 +191,13 @@ def _profile(strict: bool) -> tuple[Rule, ...]:
             conditions=("unnamed_values",),
         ),
         Rule(
+            "irreversible-after-untrusted-asks",
+            "ask",
+            "after untrusted content, an irreversible action needs a human's approval",
+            effects=frozenset({"irreversible"}),
+            when="tainted",
+        ),
+        Rule(
             "no-protected-writes",
             gate,
             "after untrusted content, writes stay out of dotfiles and inside the write scope",

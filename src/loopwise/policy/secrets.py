@@ -23,8 +23,11 @@ _SECRET_PATH = re.compile(
 _KEY_LINE = re.compile(
     r"^[ \t]*(?:export[ \t]+)?([A-Za-z_][\w.-]*)[ \t]*[=:][ \t]*['\"]?([^\s'\"#]{6,})", re.M
 )
-_SECRET_NAME = re.compile(
-    r"secret|token|passw|pwd|api[_-]?key|private|credential|access[_-]?key", re.I
+_NAMES = r"secret|token|passw|pwd|api[_-]?key|private|credential|access[_-]?key|passport"
+_NAMES += r"|credit[_ -]?card|card[_ -]?number|cvv|ssn|social[_ -]?security"
+_SECRET_NAME = re.compile(_NAMES, re.I)
+_PAIR = re.compile(
+    rf"(?:{_NAMES})[\w .-]{{0,30}}['\"]?[ \t]*[=:][ \t]*['\"]?([^\s'\",}}#]{{6,}})", re.I
 )
 _TOKENS = re.compile(
     r"sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|AKIA[0-9A-Z]{16}"
@@ -48,17 +51,34 @@ def is_secret_path(text: str) -> bool:
 def secret_values(text: str, *, from_secret_file: bool) -> list[str]:
     """The secret values in ``text``: every ``KEY=value`` of a secret file (else only keys
     named like secrets), well-known token formats, private key bodies."""
-    found = [m.group(0) for m in _TOKENS.finditer(text)]
-    if from_secret_file or _SECRET_NAME.search(text):
+    found = [m.group(0) for m in _TOKENS.finditer(text)] if _has_token_prefix(text) else []
+    low = text.lower()
+    if from_secret_file or any(w in low for w in _NAME_WORDS):
         for m in _KEY_LINE.finditer(text):
             if from_secret_file or _SECRET_NAME.search(m.group(1)):
                 found.append(m.group(2))
+        found.extend(m.group(1) for m in _PAIR.finditer(text))  # "Card Number": "X", JSON, YAML
     if "PRIVATE KEY-----" in text:
         for m in _PEM.finditer(text):
             found.extend(line for line in m.group(1).split() if len(line) >= 16)
     if from_secret_file and not found:
         found = [w for w in text.split() if len(w) >= 16][:200]
     return [v for v in dict.fromkeys(found) if len(_norm(v)) >= MIN_SECRET]
+
+
+_TOKEN_PREFIXES = (
+    "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "xox", "AIza",
+    "glpat-", "eyJ",
+)  # fmt: skip
+_NAME_WORDS = (
+    "secret", "token", "passw", "pwd", "api", "access", "private", "credential", "passport", "card",
+    "cvv", "ssn", "social",
+)  # fmt: skip
+
+
+def _has_token_prefix(text: str) -> bool:
+    """A cheap first look: does any well-known token's prefix occur at all?"""
+    return any(p in text for p in _TOKEN_PREFIXES)
 
 
 def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
