@@ -1,0 +1,136 @@
+"""The AG-UI 1.0 stream of a run, for real: each event validated by ``ag-ui-protocol``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from console_support import HOSTILE, console_service
+from figures import figure
+from loopwise.durable.records import StoredEvent
+from loopwise.server.agui import AguiTranslator
+from server_helpers import KEY, Api, LiveServer, wait_status
+
+pytestmark = pytest.mark.timeout(120)
+ag_ui = pytest.importorskip("ag_ui.core", reason="ag-ui-protocol is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with console_service(tmp_path_factory.mktemp("agui"), keys=[KEY]) as live:
+        yield live
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Api:
+    return Api(server.url, KEY)
+
+
+def validate(event: dict[str, Any]) -> Any:
+    """The event parsed by the official models (a wrong field or type raises)."""
+    from pydantic import TypeAdapter
+
+    model = TypeAdapter(ag_ui.Event).validate_python(event)
+    assert model.model_dump(by_alias=True, exclude_none=True, mode="json")["type"] == event["type"]
+    return model
+
+
+def agui(api: Api, run_id: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+    frames = list(api.sse(f"/v1/runs/{run_id}/agui?after={after}"))
+    out = [(int(f.id), f.data) for f in frames if f.id is not None]
+    for _, event in out:
+        validate(event)
+    return out
+
+
+def types(events: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    return [e["type"] for _, e in events if e["type"] not in ("CUSTOM", "STATE_SNAPSHOT")]
+
+
+def test_a_paused_run_ends_in_an_interrupt_and_resumes_after_the_decision(api: Api) -> None:
+    run = api.post("/v1/runs", {"agent": "hostile", "input": "go"}).json()
+    first = agui(api, run["id"])
+    seen = types(first)
+    assert seen[0] == "RUN_STARTED" and seen[-1] == "RUN_FINISHED"
+    assert seen.count("TOOL_CALL_START") == 2 and "TOOL_CALL_RESULT" in seen
+    assert seen.index("TEXT_MESSAGE_START") < seen.index("TEXT_MESSAGE_CONTENT")
+    finished = first[-1][1]
+    outcome = finished["outcome"]
+    assert outcome["type"] == "interrupt"
+    [interrupt] = outcome["interrupts"]
+    pending = wait_status(api, run["id"], "input_required")["pending_approvals"][0]
+    assert interrupt["toolCallId"] == pending["call_id"]
+    assert interrupt["metadata"]["arguments"] == pending["arguments"]
+    assert "I will delete it" in interrupt["metadata"]["thought"]
+    result = next(e for _, e in first if e["type"] == "TOOL_CALL_RESULT")
+    assert HOSTILE in result["content"]  # carried as data, untouched
+    api.post(f"/v1/runs/{run['id']}/approvals/{pending['call_id']}", {"decision": "approve"})
+    rest = agui(api, run["id"], after=first[-1][0])
+    seen = types(rest)
+    assert seen[0] == "RUN_STARTED" and seen[-1] == "RUN_FINISHED"
+    assert rest[0][1]["runId"] != first[0][1]["runId"]
+    assert rest[0][1]["threadId"] == first[0][1]["threadId"] == run["id"]
+    assert rest[-1][1]["outcome"] == {"type": "success"} and "Done:" in rest[-1][1]["result"]
+    # a tool call announced with the interrupt is not announced twice
+    assert "TOOL_CALL_START" not in seen and "TOOL_CALL_RESULT" in seen
+    figure(f"AG-UI: a paused + resumed run gave {len(first) + len(rest)} events, all valid")
+
+
+def test_rejected_and_cancelled_runs(api: Api) -> None:
+    run = api.post("/v1/runs", {"agent": "gated", "input": "go"}).json()
+    first = agui(api, run["id"])
+    call_id = first[-1][1]["outcome"]["interrupts"][0]["id"]
+    api.post(f"/v1/runs/{run['id']}/approvals/{call_id}", {"decision": "reject", "reason": "no"})
+    rest = agui(api, run["id"], after=first[-1][0])
+    assert rest[-1][1]["outcome"]["type"] == "success"
+    assert "rejected" in next(e for _, e in rest if e["type"] == "TOOL_CALL_RESULT")["content"]
+    slow = api.post("/v1/runs", {"agent": "slow", "input": "go"}).json()
+    api.post(f"/v1/runs/{slow['id']}/cancel")
+    done = agui(api, slow["id"])
+    assert done[-1][1]["type"] == "RUN_FINISHED" and done[-1][1]["outcome"]["type"] == "cancelled"
+
+
+def test_the_stream_needs_the_key_and_a_visible_run(server: LiveServer, api: Api) -> None:
+    assert Api(server.url).get("/v1/runs/x/agui").status == 401
+    assert api.get("/v1/runs/run_nope/agui").status == 404
+    assert api.get("/v1/runs/%00/agui").status in (404, 422)
+
+
+def _stored(seq: int, data: dict[str, Any]) -> StoredEvent:
+    return StoredEvent(run_id="r", seq=seq, type=data["type"], data=data)
+
+
+def test_translator_maps_streamed_text_failures_and_unknown_events() -> None:
+    t = AguiTranslator("r")
+    events = [
+        {"type": "run_started", "time": 1.0, "step": 0, "parent_run_id": "p"},
+        {"type": "text_delta", "text": "Hel", "step": 1},
+        {"type": "text_delta", "text": "", "step": 1},
+        {"type": "text_delta", "text": "lo", "step": 1},
+        {"type": "model_text", "text": "Hello", "final": False, "step": 1},
+        {"type": "tool_call", "call_id": "c1", "name": "t", "args": {"a": "\u2028<x>"}, "step": 1},
+        {"type": "loop_detected", "kind": "repeated_call", "detail": "d", "action": "nudge"},
+        {"type": "run_finished", "status": "failed", "error": "The model failed.", "usage": {}},
+    ]
+    out = [e for i, d in enumerate(events, 1) for e in t.translate(_stored(i, d))]
+    for event in out:
+        validate(event)
+    kinds = [e["type"] for e in out]
+    assert kinds == [
+        "RUN_STARTED",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "CUSTOM",
+        "RUN_ERROR",
+    ]
+    assert out[0]["parentRunId"] == "p"
+    assert json.loads(out[6]["delta"]) == {"a": "\u2028<x>"}
+    assert out[-1]["message"] == "The model failed."
