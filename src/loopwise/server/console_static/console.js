@@ -125,6 +125,7 @@ function runLink(id) {
 // -- approvals ------------------------------------------------------------------------
 function approvalCard(run, pending, why) {
   const card = el("div", null, "card approval");
+  card.dataset.key = run.id + "\n" + pending.call_id;
   card.setAttribute("role", "group");
   card.setAttribute("aria-label", "Approval for " + pending.tool);
   const head = el("p");
@@ -153,6 +154,7 @@ function approvalCard(run, pending, why) {
       const path = "/v1/runs/" + encodeURIComponent(run.id) + "/approvals/" + encodeURIComponent(pending.call_id);
       await api("POST", path, body);
       card.replaceChildren(el("p", "Decision sent: " + body.decision + ".", "decided"));
+      cards.delete(card.dataset.key);
       refresh();
     } catch (err) { status.textContent = err.message; }
   };
@@ -196,16 +198,24 @@ function reasons(events) {
   return why;
 }
 
+const cards = new Map(); // "<run>\n<call>" -> its card, kept while pending (typed text survives refreshes)
+
 async function renderApprovals(runs) {
   const waiting = runs.filter((r) => r.pending_approvals && r.pending_approvals.length);
-  const list = $("approval-list");
-  const cards = [];
+  const keys = [];
   for (const run of waiting) {
-    const why = reasons(await storedEvents(run.id));
-    for (const p of run.pending_approvals) cards.push(approvalCard(run, p, why[p.call_id]));
+    const fresh = run.pending_approvals.filter((p) => !cards.has(run.id + "\n" + p.call_id));
+    const why = fresh.length ? reasons(await storedEvents(run.id)) : {};
+    for (const p of run.pending_approvals) {
+      const key = run.id + "\n" + p.call_id;
+      if (!cards.has(key)) cards.set(key, approvalCard(run, p, why[p.call_id]));
+      keys.push(key);
+    }
   }
-  list.replaceChildren(...cards);
-  $("approvals").hidden = cards.length === 0;
+  const list = $("approval-list");
+  const shown = Array.from(list.children).map((c) => c.dataset.key);
+  if (shown.join("\0") !== keys.join("\0")) list.replaceChildren(...keys.map((k) => cards.get(k)));
+  $("approvals").hidden = keys.length === 0;
 }
 
 // -- runs list ------------------------------------------------------------------------
