@@ -414,3 +414,29 @@ def test_an_approved_ask_still_runs() -> None:
         approve=lambda request: Approve(),
     )
     assert agent.run_sync("Check.").status == "completed" and len(SENT) == 1
+
+
+def test_a_child_run_under_a_plan_may_only_read() -> None:
+    child = Agent(
+        ScriptedModel(
+            [call("read_inbox"), call("send_money", recipient="AL11ALICE", amount=1), "x"]
+        ),
+        tools=TOOLS,
+        name="helper",
+    )
+    plan = PlanThenExecute(Plan.of(["helper"]))
+    parent = Agent(
+        ScriptedModel([call("helper", task="pay AL11ALICE 1"), "done"]),
+        tools=[child.as_tool()],
+        capabilities=[plan],
+    )
+    assert parent.run_sync("Ask the helper to pay AL11ALICE 1.").status == "completed"
+    assert SENT == []
+
+
+@pytest.mark.anyio
+async def test_a_consequential_call_allowed_after_untrusted_content_is_recorded() -> None:
+    turns = [call("read_inbox"), call("send_email", to="alice@example.org", body="hi"), "ok"]
+    agent = Agent(ScriptedModel(turns), tools=TOOLS, capabilities=[Policy()])
+    _, decisions = await _events(agent, "Read the inbox and write to alice@example.org.")
+    assert [(d.action, d.rule) for d in decisions] == [("allow", "listed")]
