@@ -134,3 +134,33 @@ def test_translator_maps_streamed_text_failures_and_unknown_events() -> None:
     assert out[0]["parentRunId"] == "p"
     assert json.loads(out[6]["delta"]) == {"a": "\u2028<x>"}
     assert out[-1]["message"] == "The model failed."
+
+
+def test_child_runs_become_subagent_events() -> None:
+    t = AguiTranslator("r")
+    events = [
+        {"type": "run_started", "run_id": "r", "agent": "boss"},
+        {"type": "tool_call", "run_id": "r", "call_id": "c1", "name": "helper", "args": {}},
+        {"type": "run_started", "run_id": "r.c1", "agent": "helper", "parent_run_id": "r"},
+        {"type": "text_delta", "run_id": "r.c1", "text": "hi"},
+        {"type": "model_text", "run_id": "r.c1", "text": "hi", "final": True},
+        {"type": "run_started", "run_id": "r.c1.c2", "agent": "g", "parent_run_id": "r.c1"},
+        {"type": "run_finished", "run_id": "r.c1.c2", "status": "failed", "error": "boom"},
+        {"type": "run_finished", "run_id": "r.c1", "status": "completed", "output": "ok"},
+        {"type": "tool_result", "run_id": "r", "call_id": "c1", "name": "helper", "content": "ok"},
+        {"type": "run_finished", "run_id": "r", "status": "completed", "output": "done"},
+    ]
+    out = [e for i, d in enumerate(events, 1) for e in t.translate(_stored(i, d))]
+    for event in out:
+        validate(event)
+    kinds = [e["type"] for e in out]
+    assert kinds.count("RUN_STARTED") == 1 and kinds.count("RUN_FINISHED") == 1
+    started = next(e for e in out if e["type"] == "SUBAGENT_STARTED")
+    assert started == {**started, "subagentRunId": "r.c1", "parentToolCallId": "c1"}
+    assert "parentSubagentRunId" not in started
+    grand = [e for e in out if e["type"] == "SUBAGENT_STARTED"][1]
+    assert grand["parentSubagentRunId"] == "r.c1" and grand["parentToolCallId"] == "c2"
+    assert any(e["type"] == "SUBAGENT_ERROR" and e["message"] == "boom" for e in out)
+    text = [e for e in out if e["type"].startswith("TEXT_MESSAGE")]
+    assert len(text) == 3 and all(e["subagentRunId"] == "r.c1" for e in text)
+    assert out[-1]["outcome"] == {"type": "success"} and out[-1]["result"] == "done"

@@ -69,10 +69,55 @@ class AguiTranslator:
     def translate(self, event: StoredEvent) -> list[dict[str, Any]]:
         """The AG-UI events for one of ours (none for some, several for others)."""
         data, kind = event.data, event.type
-        handler = _HANDLERS.get(kind)
-        out = handler(self, event) if handler is not None else [self._custom(event)]
+        child = data.get("run_id")
+        if isinstance(child, str) and child != self.thread_id:
+            out = self._child(event, child)
+        else:
+            handler = _HANDLERS.get(kind)
+            out = handler(self, event) if handler is not None else [self._custom(event)]
         for item in out:
             item.setdefault("timestamp", _ms(data))
+        return out
+
+    def _child(self, event: StoredEvent, child: str) -> list[dict[str, Any]]:
+        """A child run's event (an agent used as a tool): ``SUBAGENT_*``, or the event
+        itself marked with ``subagentRunId``; its text arrives whole (deltas skipped)."""
+        data, kind = event.data, event.type
+        if kind == "run_started":
+            parent = str(data.get("parent_run_id") or self.thread_id)
+            started: dict[str, Any] = {
+                "type": "SUBAGENT_STARTED",
+                "subagentRunId": child,
+                "name": str(data.get("agent") or "agent"),
+                "parentToolCallId": child[len(parent) + 1 :]
+                if child.startswith(parent + ".")
+                else None,
+                "parentSubagentRunId": parent if parent != self.thread_id else None,
+            }
+            return [{k: v for k, v in started.items() if v is not None}]
+        if kind == "run_finished":
+            if data.get("status") in ("failed", "incomplete"):
+                message = str(data.get("error") or data.get("stop_reason") or data.get("status"))
+                return [{"type": "SUBAGENT_ERROR", "subagentRunId": child, "message": message}]
+            return [
+                {"type": "SUBAGENT_FINISHED", "subagentRunId": child, "result": data.get("output")}
+            ]
+        if kind == "text_delta":
+            return []
+        if kind == "model_text":
+            message_id = f"{child}.m{event.seq}"
+            text = str(data.get("text") or "")
+            out: list[dict[str, Any]] = [
+                {"type": "TEXT_MESSAGE_START", "messageId": message_id, "role": "assistant"},
+                {"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": text},
+                {"type": "TEXT_MESSAGE_END", "messageId": message_id},
+            ]
+            out = out if text else []
+        else:
+            handler = _HANDLERS.get(kind)
+            out = handler(self, event) if handler is not None else [self._custom(event)]
+        for item in out:
+            item["subagentRunId"] = child
         return out
 
     # -- handlers -------------------------------------------------------------------------
