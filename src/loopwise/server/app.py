@@ -38,7 +38,7 @@ from .schemas import (
     RunStatus,
     ToolInfo,
 )
-from .sse import event_stream
+from .sse import event_stream, open_stream_slot
 
 __all__ = ["MAX_BODY_BYTES", "RunEngine", "ServerSettings", "create_app"]
 
@@ -344,6 +344,7 @@ async def run_events(
     resumed = None if last_event_id is None else int(last_event_id)
     await visible_run(engine, run_id, principal)  # 404 before the stream starts
     settings: ServerSettings = request.app.state.settings
+    slot = open_stream_slot(request)  # 429 beyond max_streams_per_key
     stream = event_stream(
         engine,
         run_id,
@@ -352,6 +353,7 @@ async def run_events(
         poll_seconds=settings.poll_seconds,
         max_seconds=settings.max_stream_seconds,
         follow=follow,
+        slot=slot,
     )
     return EventStreamResponse(
         stream, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
