@@ -29,10 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..capabilities import Capability
-from ..run import RunContext
 from ..messages import AssistantMessage, Message, ToolDefinition
 from ..models import Model, ModelSettings
+from ..run import RunContext
 from ..tools import Tool, ToolContext
+from .fencing import Lease
 from .schema import child_steps
 from .steps import call_tool, collect, message_of, model_step, observation_of, replay_children
 from .store import Store
@@ -44,11 +45,20 @@ Output = dict[str, Any]
 
 
 class ChildSteps:
-    """The checkpoints of one durable run's child calls (``run_id`` is the top-level run)."""
+    """The checkpoints of one durable run's child calls (``run_id`` is the top-level run).
 
-    def __init__(self, store: Store, run_id: str):
+    ``store`` is the segment's fenced store, so every put checks ``lease``; a call starts
+    only once the lease is checked (:meth:`fence`)."""
+
+    def __init__(self, store: Store, run_id: str, lease: Lease | None = None):
         self.store = store
         self.run_id = run_id
+        self.lease = lease
+
+    async def fence(self) -> None:
+        """Raise :class:`LeaseLost` unless this execution still holds the run's lease."""
+        if self.lease is not None:
+            await self.lease.verified()
 
     async def get(self, key: str) -> Output | None:
         return await asyncio.to_thread(self._get, key)
@@ -149,6 +159,7 @@ class _ChildModel:
         self._n += 1
         out = await self._steps.get(key)
         if out is None:
+            await self._steps.fence()
             out = await model_step(self.real, list(messages), list(tools), settings)
             await self._steps.put(key, out)
         return message_of(out)
@@ -173,6 +184,8 @@ async def _checkpointed(
 ) -> Output:
     if real.idempotent:
         stored = await steps.get(key)
+        if stored is None:
+            await steps.fence()
     else:
         state, stored = await steps.begin(key)
         if state == "interrupted":

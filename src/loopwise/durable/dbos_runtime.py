@@ -17,6 +17,8 @@ from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelled
 
 from ..agent import Agent
 from ..errors import UsageError
+from . import notify
+from .fencing import create_tables
 from .store import Store
 from .workflow import APP_VERSION, QUEUE_NAME, Runtime, install
 
@@ -61,6 +63,8 @@ def launch(
     dbos_logger = logging.getLogger("dbos")
     if not any(isinstance(f, _QuietCancellations) for f in dbos_logger.filters):
         dbos_logger.addFilter(_QuietCancellations())
+    create_tables(store)  # the leases that fence stale executions
+    notify.instrument(store)  # this process's writes wake its event streams at once
     install(Runtime(agents=agents, store=store))
     DBOS(
         config={

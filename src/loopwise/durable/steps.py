@@ -17,6 +17,7 @@ the re-executed step, replaying its finished calls and making only the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -24,11 +25,10 @@ from dataclasses import replace
 from typing import Any, NoReturn, Protocol
 
 from dbos import DBOS
-from dbos._error import DBOSWorkflowCancelledError
+from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
 
 from ..approval import ApprovalNeeded
 from ..capabilities import Capability
-from ..run import RunContext
 from ..errors import ModelError
 from ..events import Event, RunFinished, parse_event
 from ..messages import (
@@ -40,7 +40,9 @@ from ..messages import (
     load_messages,
 )
 from ..models import Model, ModelSettings
+from ..run import RunContext
 from ..tools import Tool, ToolContext, ToolFailed, render_exception, render_output
+from .fencing import Lease, LeaseLost, finish_attempt, late_result
 from .store import Store
 
 __all__ = ["DurableCheckpoints", "DurableModel", "StepHost", "durable_tool"]
@@ -52,6 +54,8 @@ class StepHost(Protocol):
     """The running segment, as the steps see it."""
 
     store: Store
+    """The run's store; its writes are fenced by ``lease``."""
+    lease: Lease
     interrupted: set[str]
     children: Capability
     """What child runs (agents used as tools) inherit: their calls' checkpoints."""
@@ -62,6 +66,10 @@ class StepHost(Protocol):
 
     async def cancelled(self) -> NoReturn:
         """DBOS cancelled the workflow: end the run through the loop's cancel path."""
+        ...
+
+    async def fenced(self) -> NoReturn:
+        """The run's lease was lost: end the run through the loop's cancel path, unrecorded."""
         ...
 
 
@@ -109,16 +117,19 @@ class DurableModel:
         tools: Sequence[ToolDefinition],
         settings: ModelSettings,
     ) -> AssistantMessage:
-        await self._host.flush()
         try:
+            await self._host.flush()
             out: dict[str, Any] = await DBOS.run_step_async(
                 {"name": "loopwise.model", "preemptible": True},
-                model_step,
+                _fenced_model_step,
+                self._host.lease,
                 self.real,
                 list(messages),
                 list(tools),
                 settings,
             )
+        except (LeaseLost, DBOSWorkflowConflictIDError):
+            await self._host.fenced()
         except DBOSWorkflowCancelledError:
             await self._host.cancelled()
         return message_of(out)
@@ -132,6 +143,21 @@ def message_of(out: dict[str, Any]) -> AssistantMessage:
     if not isinstance(message, AssistantMessage):
         raise ModelError("The checkpointed model step does not hold an assistant message.")
     return message
+
+
+async def _fenced_model_step(
+    lease: Lease,
+    real: Model,
+    messages: list[Message],
+    tools: list[ToolDefinition],
+    settings: ModelSettings,
+) -> dict[str, Any]:
+    """The model step: starts only under the lease; its answer is not recorded once lost."""
+    await lease.verified()
+    out = await lease.guard(model_step(real, messages, tools, settings))
+    if lease.lost is not None:
+        raise LeaseLost(lease.run_id, lease.epoch, lease.lost)
+    return out
 
 
 async def model_step(
@@ -155,18 +181,21 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
         ctx: ToolContext[Any] = kwargs.pop(_CTX)
         ran: list[bool] = []
         reservation = DBOS.reserve_step()
-        await host.flush()
         try:
+            await host.flush()
             out: dict[str, Any] = await reservation.run_async(
                 {"name": f"loopwise.tool:{real.name}", "preemptible": True},
                 _tool_step,
                 host.store,
+                host.lease,
                 real,
                 kwargs,
                 ctx,
                 reservation.step_id,
                 ran,
             )
+        except (LeaseLost, DBOSWorkflowConflictIDError):
+            await host.fenced()
         except DBOSWorkflowCancelledError:
             await host.cancelled()
         if not ran:
@@ -183,6 +212,7 @@ def durable_tool(real: Tool, host: StepHost) -> Tool:
 
 async def _tool_step(
     store: Store,
+    lease: Lease,
     real: Tool,
     args: dict[str, Any],
     ctx: ToolContext[Any],
@@ -193,7 +223,7 @@ async def _tool_step(
     children: list[dict[str, Any]] = []
     if ctx.run is not None:  # child runs' events: passed on live, checkpointed with the result
         ctx = replace(ctx, run=replace(ctx.run, emit=collect(children, ctx.run.emit)))
-    result = await _tool_attempt(store, real, args, ctx, step_id)
+    result = await _tool_attempt(store, lease, real, args, ctx, step_id)
     if children:
         result["events"] = children
     return result
@@ -249,20 +279,51 @@ def _load_images(data: Any) -> list[ImagePart]:
 
 
 async def _tool_attempt(
-    store: Store, real: Tool, args: dict[str, Any], ctx: ToolContext[Any], step_id: int
+    store: Store,
+    lease: Lease,
+    real: Tool,
+    args: dict[str, Any],
+    ctx: ToolContext[Any],
+    step_id: int,
 ) -> dict[str, Any]:
-    if not real.idempotent:
+    """Run the tool under the lease. A non-idempotent call is recorded before and after it
+    runs (both fenced); one that finished after the lease was lost leaves a late result."""
+    if real.idempotent:
+        await lease.verified()
+    else:
         state, stored = await asyncio.to_thread(
             store.attempt_begin, ctx.run_id, ctx.call_id, step_id, ctx.approved
         )
         if state == "finished" and stored is not None:
             return stored
+        if state == "interrupted" or ctx.approved:  # did a stale execution finish it late?
+            late = await asyncio.to_thread(late_result, store, ctx.run_id, ctx.call_id, args)
+            if late is not None:
+                await asyncio.to_thread(store.attempt_finish, ctx.run_id, ctx.call_id, late)
+                return late
         if state == "interrupted":
             return {"interrupted": True}
-    result = await call_tool(real, args, ctx)
-    if not real.idempotent:
-        await asyncio.to_thread(store.attempt_finish, ctx.run_id, ctx.call_id, result)
+    work = asyncio.ensure_future(call_tool(real, args, ctx))
+    try:
+        result = await lease.guard(work)
+    except BaseException:  # cancelled or fenced: a call that completed still took effect
+        if not real.idempotent and work.done() and not work.cancelled() and not work.exception():
+            asyncio.get_running_loop().run_in_executor(
+                None, _finish_quietly, store, lease, ctx.call_id, args, work.result()
+            )
+        raise
+    if real.idempotent:
+        if lease.lost is not None:
+            raise LeaseLost(lease.run_id, lease.epoch, lease.lost)
+        return result
+    # In a thread: a cancellation of this step cannot stop the record half-way.
+    await asyncio.to_thread(finish_attempt, store, lease, ctx.call_id, args, result)
     return result
+
+
+def _finish_quietly(store: Store, lease: Lease, call_id: str, args: Any, result: Any) -> None:
+    with contextlib.suppress(LeaseLost):
+        finish_attempt(store, lease, call_id, args, result)
 
 
 async def call_tool(real: Tool, args: dict[str, Any], ctx: ToolContext[Any]) -> dict[str, Any]:

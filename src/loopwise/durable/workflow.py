@@ -14,6 +14,7 @@ may interleave differently) and numbers the rest after them (seq = index in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
 from dbos import DBOS
+from dbos._context import get_local_dbos_context
 from dbos._error import DBOSException
 
 from ..agent import Agent
@@ -36,6 +38,7 @@ from ..messages import Usage
 from ..result import RunResult
 from ..state import RunState
 from .children import ChildCheckpoints, ChildSteps
+from .fencing import Lease, LeaseLost, LeaseWatcher, fenced_store
 from .records import TERMINAL, PendingApproval
 from .state import run_state_of, saved_state
 from .steps import DurableCheckpoints
@@ -102,36 +105,71 @@ class _Segment:
         self.spec = spec
         self.run_id = str(spec["run_id"])
         self.segment = int(spec.get("segment", 0))
-        self.store = rt.store
+        self.lease = _lease(rt.store, self.run_id, self.segment)
+        self.store = fenced_store(rt.store, self.lease)  # every write checks the lease
         self.cancel = asyncio.Event()
         self.interrupted: set[str] = set()
-        self.children: Capability = ChildCheckpoints(ChildSteps(rt.store, self.run_id), self.run_id)
-        self.recorder = Recorder(rt.store, self.run_id, self.segment)
+        self.children: Capability = ChildCheckpoints(
+            ChildSteps(self.store, self.run_id, self.lease), self.run_id
+        )
+        self.recorder = Recorder(self.store, self.run_id, self.segment)
 
     async def run(self) -> dict[str, Any]:
         row = await asyncio.to_thread(self.rt.store.row, self.run_id)
         if row is None or row["status"] in TERMINAL or row["segment"] != self.segment:
             return {"status": "skipped"}
+        if not await self.lease.take():  # a newer execution holds the run: stop at once
+            raise LeaseLost(self.run_id, None, self.lease.lost or "a newer execution holds it")
+        self.lease.on_lost(self.cancel.set)  # the loop stops its step in flight and ends
+        watcher = LeaseWatcher.here()
+        watcher.add(self.lease)
+        try:
+            outcome = await self._run()
+        finally:
+            watcher.discard(self.lease)
+        if self.lease.lost is not None:  # nothing of this execution is recorded
+            raise LeaseLost(self.run_id, self.lease.epoch, self.lease.lost)
+        return outcome
+
+    async def _run(self) -> dict[str, Any]:
         try:
             agent = self._agent()
             stream = await self._stream(agent)
             await self.recorder.load()
             async for event in stream:
+                if self.lease.lost is not None:
+                    continue  # the loop is ending through its cancel path; record nothing
                 self.recorder.add(event)
                 if event.run_id != self.run_id:  # a child run's progress shows while it runs
-                    await self.recorder.flush()
+                    await self._flush_fenced()
             result = stream.result
+        except LeaseLost:
+            return {"status": "fenced"}
         except DBOSException:
             raise
         except Exception as exc:
+            if self.lease.lost is not None:
+                return {"status": "fenced"}
             logger.exception("run %s could not run", self.run_id)
-            await self.recorder.fail(f"{type(exc).__name__}: {exc}")
+            await self._end(self.recorder.fail(f"{type(exc).__name__}: {exc}"))
             return {"status": "failed"}
+        if self.lease.lost is not None:
+            return {"status": "fenced"}
         if result.status == "input_required":
-            await self.recorder.pause(result, self._pending(result))
+            await self._end(self.recorder.pause(result, self._pending(result)))
         else:
-            await self.recorder.finish(result)
+            await self._end(self.recorder.finish(result))
         return {"status": result.status}
+
+    async def _flush_fenced(self) -> None:
+        try:
+            await self.recorder.flush()
+        except LeaseLost:
+            pass  # lose() already set the cancel event
+
+    async def _end(self, write: Any) -> None:
+        with contextlib.suppress(LeaseLost):
+            await write
 
     def _agent(self) -> Agent[Any, Any]:
         """A per-run copy of the registered agent whose model and tools are durable steps."""
@@ -205,6 +243,34 @@ class _Segment:
         await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable")
 
+    async def fenced(self) -> NoReturn:
+        """This execution lost the run's lease: end the loop, recording nothing."""
+        self.lease.lose(self.lease.lost or "a newer execution took it")
+        self.cancel.set()
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
+def _lease(store: Store, run_id: str, segment: int) -> Lease:
+    """This execution's lease on the run, bound to DBOS's ownership token of the workflow."""
+    ctx = get_local_dbos_context()
+    token = getattr(ctx, "owner_xid", None) if ctx is not None else None
+    return Lease(
+        store,
+        run_id,
+        segment,
+        DBOS.executor_id if ctx is not None else "local",
+        workflow_id=workflow_id(run_id, segment),
+        dbos_token=token if isinstance(token, str) else None,
+    )
+
+
+INTERRUPTED_DETAIL = (
+    "Call {calls} was cut short before its result was recorded: its worker crashed, was "
+    "stopped or lost its lease, so the first attempt may still be running or may already "
+    "have taken effect; check before approving it to run again."
+)
+
 
 class Recorder:
     """Buffers a segment's events and row changes; writes them before each step (one
@@ -270,10 +336,13 @@ class Recorder:
             )
 
     async def pause(self, result: RunResult[Any], pending: list[PendingApproval]) -> None:
+        cut = [p.call_id for p in pending if p.reason == "interrupted"]
+        detail = INTERRUPTED_DETAIL.format(calls=", ".join(map(repr, cut))) if cut else None
         await self.flush(
             state=saved_state(_state(result), self.seq),
             status="input_required",
             pending=[asdict(p) for p in pending],
+            detail=detail,
             **_totals(result),
         )
 
