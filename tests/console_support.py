@@ -65,10 +65,25 @@ hostile = Agent(
 )
 
 
+def _helper(messages: list[Message], tools: list[ToolDefinition]) -> Any:
+    return f"helper says {PAYLOADS[2]}"
+
+
+def _boss(messages: list[Message], tools: list[ToolDefinition]) -> Any:
+    done = _results(messages)
+    if not done:
+        return ["Asking my helper.", call("helper", task="help " + PAYLOADS[5])]
+    return f"The helper answered: {done[-1].content}"
+
+
+helper = Agent(FunctionModel(_helper), name="helper", system="Help.")
+team = Agent(FunctionModel(_boss), tools=[helper.as_tool("helper")], name="team", system="Lead.")
+
+
 def agents() -> dict[str, Agent[Any, Any]]:
     from server_agents import agents as base
 
-    return {**base, "hostile": hostile}
+    return {**base, "hostile": hostile, "team": team}
 
 
 @contextlib.contextmanager

@@ -193,3 +193,30 @@ def test_start_and_cancel_a_run_from_the_console(page: Any, api: Api) -> None:
     page.get_by_role("button", name="Cancel run").click()
     assert wait_status(api, run_id, "cancelled")["status"] == "cancelled"
     page.wait_for_selector("#run-summary dd >> text=cancelled")
+
+
+def test_child_runs_nest_and_tool_calls_stream_into_an_open_page(page: Any, api: Api) -> None:
+    run = api.post("/v1/runs", {"agent": "team", "input": "go"}).json()
+    page.goto(page.url.split("#")[0] + "#run=" + run["id"])
+    page.wait_for_selector("#timeline li[data-type=run_finished] >> text=Run completed")
+    child = page.locator("#timeline li.child")
+    assert child.count() == 1 and f"{run['id']}." in child.locator("p.kind").first.inner_text()
+    assert PAYLOADS[2] in child.locator("li[data-type=model_text]").inner_text()
+    assert_inert(page)
+    shot(page, "run-with-child")
+    # latency: a tool call's event time -> its row in an already open page
+    slow = api.post("/v1/runs", {"agent": "slow", "input": "go"}).json()
+    page.goto(page.url.split("#")[0] + "#run=" + slow["id"])
+    page.evaluate(
+        """() => { window.__seen = []; new MutationObserver((ms) => { for (const m of ms)
+        for (const n of m.addedNodes) if (n.dataset && n.dataset.type === "tool_call")
+        window.__seen.push(Date.now() - Number(n.dataset.time) * 1000); })
+        .observe(document.getElementById("timeline"), {childList: true, subtree: true}); }"""
+    )
+    wait_for(lambda: len(page.evaluate("window.__seen")) >= 6, what="six live tool calls")
+    api.post(f"/v1/runs/{slow['id']}/cancel")
+    seen = sorted(page.evaluate("window.__seen"))[1:]  # the first may be a replayed one
+    figure(
+        f"console: tool call -> row in an open run page: median {seen[len(seen) // 2]:.0f} ms, "
+        f"max {seen[-1]:.0f} ms ({len(seen)} calls, SSE over fetch)"
+    )

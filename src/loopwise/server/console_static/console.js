@@ -269,6 +269,7 @@ function shortened(text, limit) {
 function timelineItem(e) {
   const li = el("li");
   li.dataset.type = e.type;
+  li.dataset.time = String(e.time);
   const line = (kind, text) => { const p = el("p"); p.append(el("span", kind, "kind"), el("span", text)); return p; };
   const meta = el("span", "step " + e.step, "meta");
   switch (e.type) {
@@ -281,11 +282,27 @@ function timelineItem(e) {
     case "approval_requested": li.append(line("Approval asked", e.name + " (" + e.reason + ")"), el("pre", pretty(e.args), "arguments")); break;
     case "run_started": li.append(line(e.parent_run_id ? "Child run started" : "Run started", (e.agent || "") + " · " + e.model)); break;
     case "run_finished": li.append(line("Run " + e.status, (e.stop_reason || "") + (e.error ? " — " + e.error : ""))); break;
+    case "model_request": li.append(line("Model asked", e.messages + " messages, about " + e.estimated_input_tokens + " tokens")); break;
     case "text_delta": return null;
     default: li.append(line(e.type, JSON.stringify(e).slice(0, 300)));
   }
   li.append(meta);
   return li;
+}
+
+function placeItem(lists, rootId, e, item) {
+  // A child run's events (an agent used as a tool) go in a list nested under its parent.
+  const id = String(e.run_id || rootId);
+  if (!lists.has(id)) {
+    const parent = lists.get(String(e.parent_run_id || "")) || lists.get(rootId);
+    const holder = el("li", null, "child");
+    holder.append(el("p", "Child run " + id, "kind"));
+    const ol = el("ol");
+    holder.append(ol);
+    parent.append(holder);
+    lists.set(id, ol);
+  }
+  lists.get(id).append(item);
 }
 
 async function showRun(runId) {
@@ -297,9 +314,10 @@ async function showRun(runId) {
     try { summary(await api("POST", "/v1/runs/" + encodeURIComponent(runId) + "/cancel")); } catch (err) { showError(err.message); }
   };
   await renderApprovals([run]);
+  const lists = new Map([[runId, $("timeline")]]); // run id -> its <ol> (child runs nest)
   follow(runId, 0, async (frame) => {
     const item = timelineItem(frame.data);
-    if (item) $("timeline").append(item);
+    if (item) placeItem(lists, runId, frame.data, item);
     if (["approval_requested", "run_finished", "model_response"].includes(frame.data.type)) {
       const fresh = await api("GET", "/v1/runs/" + encodeURIComponent(runId)).catch(() => null);
       if (fresh) { summary(fresh); await renderApprovals([fresh]); }
