@@ -30,6 +30,7 @@ from loopwise.events import (
     RunStarted,
     TextDelta,
     ToolCalled,
+    ToolProgress,
     ToolResulted,
 )
 from loopwise.messages import Usage
@@ -135,7 +136,8 @@ def test_completed_prints_answer_and_shows_the_work_on_stderr(cli: Cli) -> None:
     assert "I will add the numbers." in err
     assert '→ add({"a":2,"b":3})' in err
     assert "← add result: 5" in err
-    assert "tokens" in err and "$0.0000" in err
+    assert "tokens so far" in err and "total" in err
+    assert "$0" not in err  # a free model shows no cost
     assert "completed" in err
 
 
@@ -269,6 +271,7 @@ def test_version(cli: Cli) -> None:
 EVENTS: list[Event] = [
     RunStarted(run_id="r", step=0, agent="helper", model="test:scripted", input="task [x]"),
     ModelRequested(run_id="r", step=1, messages=2, estimated_input_tokens=10, max_tokens=100),
+    ToolProgress(run_id="r", step=1, call_id="c0", name="crawl", progress=3, total=10),
     TextDelta(run_id="r", step=1, text=""),
     TextDelta(run_id="r", step=1, text="Let me "),
     TextDelta(run_id="r", step=1, text="[bold]think[/bold]."),
@@ -350,7 +353,7 @@ def test_live_display_handles_every_event_type() -> None:
     assert "← fetch error: boom" in text
     observation = next(x for x in text.splitlines() if "← search" in x)
     assert len(observation) < 240
-    assert "tokens 10 in / 5 out · $0.0012" in text
+    assert "tokens so far 10 in / 5 out · $0.0012" in text
     for piece in (
         "budget warning: max_usd",
         "memory: 2 recalled (mem_1, mem_2, 1 untrusted)",
@@ -361,6 +364,7 @@ def test_live_display_handles_every_event_type() -> None:
         "policy deny send_email [no-egress-after-untrusted]: the run read untrusted web "
         "content (untrusted input: http_get)",
         "input_required",
+        "… crawl 3/10",
     ):
         assert piece in text
 

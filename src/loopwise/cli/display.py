@@ -14,6 +14,8 @@ import io
 import json
 import re
 import sys
+import threading
+import time
 from typing import Any, TextIO, TypeAlias, assert_never
 
 from rich.console import Console
@@ -46,6 +48,7 @@ __all__ = [
     "compact_json",
     "install_safe_streams",
     "json_safe",
+    "print_answer",
     "printable",
     "shorten",
 ]
@@ -118,6 +121,18 @@ class SafeStream(io.TextIOBase):
         return getattr(self.raw, "errors", None)
 
 
+def print_answer(text: str) -> None:
+    """The final answer on stdout: Markdown on a terminal (no links, no markup, control
+    characters escaped), the plain text when piped."""
+    if not sys.stdout.isatty():
+        print(printable(text), flush=True)
+        return
+    from rich.markdown import Markdown
+
+    console = Console(highlight=False)
+    console.print(Markdown(printable(text), hyperlinks=False))
+
+
 def install_safe_streams() -> None:
     """Put :class:`SafeStream` on ``sys.stdout`` and ``sys.stderr`` (once)."""
     if not isinstance(sys.stdout, SafeStream):
@@ -143,15 +158,70 @@ def compact_json(value: Any, limit: int = ARGS_CHARS) -> str:
     return shorten(text, limit)
 
 
-def _spend(usage: Usage, cost_usd: float) -> str:
-    return f"tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out · ${cost_usd:.4f}"
+def _spend(usage: Usage, cost_usd: float, label: str = "tokens so far") -> str:
+    """Running totals; the cost only when there is one (a free model shows none)."""
+    cost = f" · ${cost_usd:.4f}" if cost_usd > 0 else ""
+    return f"{label} {usage.input_tokens:,} in / {usage.output_tokens:,} out{cost}"
+
+
+class Spinner:
+    """A one-line spinner with the elapsed time while the model thinks (terminals only).
+
+    It writes only its own text and cursor codes to the raw stream, from a thread, and
+    clears its line when stopped; nothing from a model or a tool goes through it.
+    """
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+    DELAY = 0.3
+    """Seconds before the first frame: a quick reply shows no spinner at all."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def start(self, label: str) -> None:
+        self.stop()
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def spin() -> None:
+            frame = 0
+            if stop.wait(self.DELAY):
+                return
+            while not stop.wait(0.1):
+                self._drawn = True
+                elapsed = time.monotonic() - started
+                text = f"\r\x1b[2K{self.FRAMES[frame % len(self.FRAMES)]} {label} {elapsed:.1f}s"
+                self.stream.write(text)
+                self.stream.flush()
+                frame += 1
+
+        self._stop, self._thread = stop, threading.Thread(target=spin, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stop is None or self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._stop = self._thread = None
+        if self._drawn:
+            self._drawn = False
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
 
 
 class LiveDisplay:
     """Renders each event of a run as it happens; feed it events with :meth:`handle`."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, *, spinner: bool | None = None):
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        if spinner is None:
+            spinner = console is None and sys.stderr.isatty()
+        raw = getattr(sys.stderr, "raw", sys.stderr)  # past SafeStream: only our own codes
+        self.spinner = Spinner(raw) if spinner else None
         self._mid_line = False  # streamed text was written without its newline yet
         self._streamed_step: int | None = None  # the step whose text came as deltas
         self._depths: dict[str, int] = {}  # child runs (agents used as tools) are indented
@@ -159,6 +229,8 @@ class LiveDisplay:
 
     def handle(self, event: Event) -> None:
         """Show one event (a child run's, indented under its parent's tool call)."""
+        if self.spinner is not None:
+            self.spinner.stop()
         if not isinstance(event, TextDelta):
             self._end_line()
         if isinstance(event, RunStarted):
@@ -187,6 +259,11 @@ class LiveDisplay:
             case _:
                 assert_never(event)
 
+    def close(self) -> None:
+        """Stop the spinner (the run ended, or an error or interrupt cut it short)."""
+        if self.spinner is not None:
+            self.spinner.stop()
+
     # -- helpers -----------------------------------------------------------------------
 
     def _line(self, text: str, style: str = "") -> None:
@@ -205,6 +282,8 @@ class LiveDisplay:
                 self._line(f"run {event.run_id} · {name}{event.model}{parent}", "dim")
             case ModelRequested():
                 self._line(f"step {event.step}", "bold cyan")
+                if self.spinner is not None:
+                    self.spinner.start(f"{self._indent}thinking")
             case TextDelta():
                 if not event.text:
                     return
@@ -281,10 +360,13 @@ class LiveDisplay:
                 assert_never(event)
 
     def _finished(self, event: RunFinished) -> None:
+        """The run's last line; why it stopped is said once, by the command, after it
+        (a child run, which has no such line, says it here)."""
         style = "green" if event.status == "completed" else "red"
-        reason = f" ({event.stop_reason})" if event.stop_reason else ""
+        child = event.parent_run_id is not None
+        reason = f" ({event.stop_reason})" if event.stop_reason and child else ""
         self._line(
             f"{event.status}{reason} · {event.steps} step{'' if event.steps == 1 else 's'} · "
-            f"{_spend(event.usage, event.cost_usd)} · {event.duration:.1f}s",
+            f"{_spend(event.usage, event.cost_usd, 'total')} · {event.duration:.1f}s",
             f"bold {style}",
         )

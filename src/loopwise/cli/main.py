@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..limits import Budget
 from ..models import Model, infer_model
 from ..result import RunResult
-from .display import install_safe_streams, json_safe, printable
+from .display import install_safe_streams, json_safe, print_answer, printable
 from .toolsets import ApproveMode, TerminalApprover, build_tools, needs_workspace, parse_tool_specs
 
 __all__ = ["EXIT_CODES", "RunOptions", "app", "load_agent", "main"]
@@ -368,7 +368,8 @@ def _build_agent(options: RunOptions) -> Agent[Any, Any]:
 
         agent.capabilities = [*agent.capabilities, *mcp_servers(options.mcp, options.mcp_config)]
     if options.approve is not None:
-        agent.approve = TerminalApprover(options.approve)
+        where = Path(options.workspace) if options.workspace else None
+        agent.approve = TerminalApprover(options.approve, workspace=where)
     return agent
 
 
@@ -451,7 +452,7 @@ def _report(result: RunResult[Any], options: RunOptions) -> None:
     elif result.status == "completed":
         output = summary["output"]
         if isinstance(output, str):
-            typer.echo(printable(output))
+            print_answer(output)
         else:
             typer.echo(json_safe(json.dumps(output, indent=2, ensure_ascii=False)))
     match result.status:

@@ -261,6 +261,9 @@ def _drive_sync(
         if recorder is not None:
             _mark_cancelled(recorder)
         raise CliFailure("interrupted", EXIT_INTERRUPTED) from None
+    finally:
+        if display is not None:
+            display.close()
 
 
 async def _drive(

@@ -7,6 +7,7 @@ to or deleting a file, and running Python or shell code (``--approve`` says how)
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import os
 import sys
@@ -111,6 +112,49 @@ def _git(where: Path, *, named: bool) -> list[Tool]:
 
 
 ApproveMode = Literal["ask", "yes", "no"]
+DIFF_LINES = 80
+_READ_LIMIT = 256 * 1024
+
+
+def overwrite_diff(workspace: Path | None, request: ApprovalRequest) -> str | None:
+    """A unified diff of what ``write_file`` would change in an existing workspace file
+    (read without following links out of the workspace), cut to ``DIFF_LINES`` lines."""
+    path, content = request.args.get("path"), request.args.get("content")
+    if workspace is None or request.tool_name != "write_file":
+        return None
+    if not isinstance(path, str) or not isinstance(content, str):
+        return None
+    old = _read_workspace_file(workspace, path)
+    if old is None:
+        return None
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(), content.splitlines(), f"a/{path}", f"b/{path}", lineterm=""
+        )
+    )
+    if not lines:
+        return "(the new content is the same as the file's)\n"
+    more = len(lines) - DIFF_LINES
+    shown = lines[:DIFF_LINES] + ([f"… {more} more diff lines"] if more > 0 else [])
+    return "\n".join(shown) + "\n"
+
+
+def _read_workspace_file(workspace: Path, path: str) -> str | None:
+    from ..toolkits._paths import READ_FLAGS, Workspace
+
+    try:
+        ws = Workspace(workspace)
+        target = ws.resolve(path)
+        if ws.kind(target) != "file":
+            return None
+        fd = ws.open_file(target, READ_FLAGS)
+    except Exception:  # refused or missing: the tool itself will say so
+        return None
+    try:
+        data = os.read(fd, _READ_LIMIT)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
 
 
 @dataclass(slots=True)
@@ -122,6 +166,8 @@ class TerminalApprover:
     """
 
     mode: ApproveMode = "ask"
+    workspace: Path | None = None
+    """Where the file tools work: an overwrite shows its diff against the file there."""
     stdin: TextIO = field(default_factory=lambda: sys.stdin)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     always: set[str] = field(default_factory=set)
@@ -135,6 +181,9 @@ class TerminalApprover:
         if len(args) > 2000:
             args = args[:2000] + "…"
         shown = printable(f"{request.tool_name} {args}")  # no escape sequence reaches the tty
+        diff = overwrite_diff(self.workspace, request)
+        if diff:
+            self.stderr.write(f"\n{printable(diff)}")
         while True:
             self.stderr.write(
                 f"\napproval needed: {shown}\n"
