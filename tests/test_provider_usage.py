@@ -151,13 +151,16 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def test_llama_cpp_server_streams_without_usage_so_it_is_estimated(
     llama_url: str,
 ) -> None:
-    model = make(llama_url, "smollm2")
-    final = await streamed(model)
+    model, fresh = make(llama_url, "smollm2"), make(llama_url, "smollm2")
+    try:
+        final = await streamed(model)
+        # Without streaming the server reports usage, which is taken as it is.
+        reply = await fresh.request(HELLO, [], ModelSettings(max_tokens=8, temperature=0.0))
+    finally:  # uvicorn keeps connections alive: close them on this event loop
+        await model.aclose()
+        await fresh.aclose()
     assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
     assert model.usage_estimated
-    # Without streaming the server reports usage, which is taken as it is.
-    fresh = make(llama_url, "smollm2")
-    reply = await fresh.request(HELLO, [], ModelSettings(max_tokens=8, temperature=0.0))
     assert reply.usage.input_tokens > 0 and not fresh.usage_estimated
     figure(
         "llama_cpp.server usage: streamed "
