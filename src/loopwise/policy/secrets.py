@@ -35,9 +35,9 @@ _TOKENS = re.compile(
     r"|eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}"
 )
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(.*?)-----END", re.S)
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){6,}")
-_B32 = re.compile(r"[A-Z2-7]{16,}=*")
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){4,}")
+_B32 = re.compile(r"[A-Z2-7]{8,}=*")
 _ALNUM = re.compile(r"[^0-9a-z]")
 MIN_SECRET = 6
 WINDOW = 4
