@@ -359,6 +359,35 @@ async def test_a_late_result_is_kept_only_for_the_same_arguments(store: Store) -
         assert conn.execute(sa.select(leases.c.epoch)).scalar() == 1
 
 
+async def test_what_fencing_costs_per_write(store: Store) -> None:
+    lease = Lease(store, "r1", 0, "w1")
+    await lease.take()
+    fenced = fenced_store(store, lease)
+    n = 150
+
+    def writes(target: Store) -> float:
+        began = time.perf_counter()
+        for i in range(n):
+            target.progress("r1", 0, {"steps": i}, [])
+        return (time.perf_counter() - began) / n
+
+    def verifies() -> float:
+        began = time.perf_counter()
+        for _ in range(n):
+            lease.verify()
+        return (time.perf_counter() - began) / n
+
+    plain = min([await asyncio.to_thread(writes, store) for _ in range(2)])
+    checked = min([await asyncio.to_thread(writes, fenced) for _ in range(2)])
+    alone = await asyncio.to_thread(verifies)
+    kind = "sqlite" if store.is_sqlite else "postgresql"
+    figure(
+        f"fencing cost ({kind}): a run-row write {plain * 1000:.2f} ms plain, "
+        f"{checked * 1000:.2f} ms with the lease check in its transaction; a check on its "
+        f"own (before a step, unless one ran in the last 0.2 s) {alone * 1000:.2f} ms"
+    )
+
+
 def test_zz_figure() -> None:
     """Record what the tests above tried (they run first, in file order)."""
     if TRIED:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from durable_agents import agents
 from durable_support import TESTS, postgres_database, sqlite_url, wait_for, worker_env
@@ -219,6 +220,72 @@ async def test_a_write_in_this_process_wakes_sqlite_watchers_at_once(tmp_path: P
     finally:
         await engine.stop()
     figure(f"SQLite, same process: a committed event woke 50 watchers in {delay * 1000:.0f} ms")
+
+
+async def test_postgres_watchers_survive_a_lost_listener_and_a_dropped_trigger(
+    counts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with postgres_database() as url:
+        engine = DurableEngine(agents, database=url, workers=False)
+        await engine.start()
+        try:
+            record = await engine.submit("worker", "w1 note")  # queued: no worker runs it
+            hub = hub_for(engine.store)
+            sub = hub.subscribe(record.id, 0)
+
+            def sql(text: str, **params: object) -> list[object]:
+                with engine.store.engine.begin() as conn:
+                    result = conn.execute(sa.text(text), params)
+                    return list(result.scalars()) if result.returns_rows else []
+
+            def listener() -> list[object]:
+                return sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                )
+
+            def insert(seq: int) -> None:
+                sql(
+                    "INSERT INTO loopwise_events (run_id, seq, type, data) "
+                    "VALUES (:r, :s, 'note', '{}')",
+                    r=record.id,
+                    s=seq,
+                )
+
+            await wait_for_true(lambda: bool(listener()), "the listener")
+            sub.clear()
+            await asyncio.to_thread(insert, 1)
+            assert await sub.wait(1.0), "NOTIFY did not wake the watcher"
+            # 1. The listener's connection is killed and the event comes while it is down:
+            # it reconnects and wakes every watcher, who read again.
+            [pid] = listener()
+            sql("SELECT pg_terminate_backend(:p)", p=pid)
+            sub.clear()
+            sub.after = 1
+            await asyncio.to_thread(insert, 2)
+            assert await sub.wait(5.0), "a lost listener lost the event"
+            # 2. Someone drops the trigger: the periodic check finds the new event.
+            monkeypatch.setattr(notify_module, "PG_CHECK_SECONDS", 0.3)
+            await wait_for_true(lambda: bool(listener()), "the listener to come back")
+            sql("DROP TRIGGER loopwise_events_notify ON loopwise_events")
+            sub.clear()
+            sub.after = 2
+            await asyncio.to_thread(insert, 3)
+            assert await sub.wait(5.0), "without the trigger, the check did not find the event"
+            sub.close()
+        finally:
+            await engine.stop()
+    figure(
+        "PostgreSQL notifications: 2 variants (listener connection killed with an event "
+        "written while it was down; trigger dropped), the watcher was woken in both"
+    )
+
+
+async def wait_for_true(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 # -- how many streams a key may hold -------------------------------------------------------

@@ -28,12 +28,13 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from dbos._error import DBOSWorkflowCancelledError
 
-from .store import Store
+if TYPE_CHECKING:  # store.py may import these tables: no import cycle
+    from .store import Store
 
 __all__ = [
     "WATCH_SECONDS",
@@ -177,17 +178,20 @@ class Lease:
         if conn.execute(query).scalar() != self.dbos_token:
             raise LeaseLost(self.run_id, epoch, "DBOS gave the workflow to a newer execution")
 
-    def check(self, conn: sa.Connection) -> None:
-        """In the caller's transaction: raise :class:`LeaseLost` unless the epoch is current;
-        a taker's increment waits for this transaction (row lock; SQLite's write lock)."""
+    def check(self, conn: sa.Connection, *, lock: bool = True) -> None:
+        """In the caller's transaction: raise :class:`LeaseLost` unless the epoch is current.
+        With ``lock``, a taker's increment waits for this transaction (a row lock on
+        PostgreSQL, the write lock on SQLite), so what the transaction writes is fenced."""
         if self.lost is not None or self.epoch is None:
             raise LeaseLost(self.run_id, self.epoch, self.lost or "the lease was not taken")
         where = (leases.c.run_id == self.run_id, leases.c.epoch == self.epoch)
-        if self.store.is_sqlite:  # a write, so pysqlite opens BEGIN IMMEDIATE here
+        if lock and self.store.is_sqlite:  # a write, so pysqlite opens BEGIN IMMEDIATE here
             held = conn.execute(sa.update(leases).where(*where).values(epoch=leases.c.epoch))
             ok = held.rowcount == 1
         else:
-            query = sa.select(leases.c.epoch).where(*where).with_for_update(read=True)
+            query = sa.select(leases.c.epoch).where(*where)
+            if lock:
+                query = query.with_for_update(read=True)
             ok = conn.execute(query).first() is not None
         if not ok:
             self.lose("a newer execution took it")
@@ -195,9 +199,9 @@ class Lease:
         self._fresh_until = time.monotonic() + FRESH_SECONDS
 
     def verify(self) -> None:
-        """Check the lease in a transaction of its own (before a step starts)."""
-        with self.store.engine.begin() as conn:
-            self.check(conn)
+        """Check the lease now, reading only (before a step starts)."""
+        with self.store.engine.connect() as conn:
+            self.check(conn, lock=False)
 
     async def verified(self) -> None:
         """Before a step starts: the lease holds (checked now, or within FRESH_SECONDS)."""

@@ -24,12 +24,14 @@ import time
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from .schema import events
-from .store import Store
+
+if TYPE_CHECKING:  # store.py may import these tables: no import cycle
+    from .store import Store
 
 __all__ = ["CHANNEL", "Hub", "Subscription", "hub_for", "instrument", "publish"]
 
