@@ -220,3 +220,18 @@ def test_child_runs_nest_and_tool_calls_stream_into_an_open_page(page: Any, api:
         f"console: tool call -> row in an open run page: median {seen[len(seen) // 2]:.0f} ms, "
         f"max {seen[-1]:.0f} ms ({len(seen)} calls, SSE over fetch)"
     )
+
+
+def test_docs_work_offline(browser: Any, server: LiveServer) -> None:
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline is not installed")
+    assert Api(server.url).get("/docs").status == 401  # still behind the key
+    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {KEY}"})
+    hosts: list[str] = []
+    context.on("request", lambda r: hosts.append(r.url.split("/")[2]))
+    tab = context.new_page()
+    tab.goto(server.url + "/docs")
+    tab.wait_for_selector(".swagger-ui .opblock", timeout=15_000)
+    assert tab.locator(".swagger-ui .opblock").count() >= 8
+    assert set(hosts) == {server.url.split("/")[2]}, hosts  # nothing from a CDN
+    shot(tab, "docs")
+    context.close()

@@ -18,10 +18,12 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.middleware import Middleware
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["CONSOLE_PATHS", "CSP", "ConsoleFiles", "mount_console"]
+__all__ = ["CONSOLE_PATHS", "CSP", "SWAGGER_FILES", "ConsoleFiles", "mount_console"]
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -34,6 +36,11 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 _FILES = ("index.html", "console.js", "console.css")
+SWAGGER_FILES = {
+    "/console/swagger/swagger-ui-bundle.js": "swagger-ui-bundle.js",
+    "/console/swagger/swagger-ui.css": "swagger-ui.css",
+}
+"""Swagger UI's files, from the ``fastapi-offline`` package when it is installed."""
 CONSOLE_PATHS = frozenset({"/", "/console", *(f"/console/{name}" for name in _FILES)})
 
 
@@ -45,7 +52,20 @@ def _load() -> dict[str, tuple[bytes, str]]:
         body = (folder / name).read_bytes()
         files[f"/console/{name}"] = (body, _TYPES[name[name.rindex(".") :]])
     files["/"] = files["/console"] = files["/console/index.html"]
+    swagger = _swagger_folder()
+    for path, name in SWAGGER_FILES.items() if swagger is not None else ():
+        files[path] = ((swagger / name).read_bytes(), _TYPES[name[name.rindex(".") :]])
     return files
+
+
+def _swagger_folder() -> Any:
+    """Swagger UI 5's files in the ``fastapi-offline`` package (MIT; it bundles Swagger UI,
+    Apache-2.0), or None without it. Only its files are used, not its code."""
+    try:
+        folder = resources.files("fastapi_offline") / "static"
+    except ModuleNotFoundError:
+        return None
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 class ConsoleFiles:
@@ -92,3 +112,31 @@ def mount_console(app: FastAPI, **_: Any) -> None:
         0,
     )
     app.user_middleware.insert(index, Middleware(ConsoleFiles))
+    _offline_docs(app)
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files from this server (FastAPI's loads them from a CDN,
+    blank offline); without ``swagger-ui-bundle``, a page that links the OpenAPI document."""
+    url, spec = app.docs_url, app.openapi_url or "/openapi.json"
+    if url is None:
+        return
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != url]
+    local = _swagger_folder() is not None
+
+    async def docs() -> HTMLResponse:
+        if not local:
+            return HTMLResponse(
+                "<!doctype html><title>loopwise API</title><p>The API is described in "
+                f'<a href="{spec}">{spec}</a> (install fastapi-offline for '
+                "an interactive Swagger UI page).</p>"
+            )
+        return get_swagger_ui_html(
+            openapi_url=spec,
+            title=f"{app.title} API",
+            swagger_js_url="/console/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/console/swagger/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    app.add_api_route(url, docs, methods=["GET"], include_in_schema=False)
