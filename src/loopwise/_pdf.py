@@ -20,6 +20,7 @@ from ._imaging import BadMedia
 class TooManyPages(BadMedia):
     """More pages were asked for (or the whole document has more) than ``max_pages``."""
 
+
 __all__ = [
     "DEFAULT_MAX_PDF_BYTES",
     "DEFAULT_MAX_PDF_PAGES",
