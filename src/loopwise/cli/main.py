@@ -310,12 +310,14 @@ def _register_service_commands() -> None:
 
 
 def _register_daily_commands() -> None:
-    """``models``, ``keys ...`` and ``config ...``."""
+    """``models``, ``keys ...``, ``config ...`` and ``chat``."""
+    from .chat import chat
     from .config import config_app
     from .keys import keys_app
     from .models import models
 
     app.command()(models)
+    app.command()(chat)
     app.add_typer(keys_app)
     app.add_typer(config_app)
 

@@ -37,7 +37,7 @@ from .main import (
 from .store import RunRecorder, StoreError, claim_segment, is_cli_run, open_store
 from .toolsets import TerminalApprover, needs_workspace, parse_tool_specs
 
-__all__ = ["read_task", "resume_command", "run_stored"]
+__all__ = ["read_task", "resume_command", "run_stored", "run_turn"]
 
 EXIT_NOT_FOUND = 1
 _STORED_FIELDS = (
@@ -75,9 +75,16 @@ def read_task(task: str | None, *, follow_up: bool = False) -> str:
 # -- run ---------------------------------------------------------------------------------
 
 
-def run_stored(options: RunOptions, *, follow_up: bool = False) -> int:
+def run_stored(options: RunOptions) -> int:
     """Run ``options`` as a stored run (continuing a conversation when asked); the exit code."""
+    return run_turn(options)[0]
+
+
+def run_turn(options: RunOptions, *, notice: bool = True) -> tuple[int, str | None]:
+    """:func:`run_stored`, also returning the stored run's id (None if none was made);
+    ``notice=False`` leaves out the embedded-fallback notice (a chat says it once)."""
     store = None
+    run_id: str | None = None
     try:
         store = _open_store_or_warn()
         messages: list[Message] | None = None
@@ -85,7 +92,7 @@ def run_stored(options: RunOptions, *, follow_up: bool = False) -> int:
             if store is None:
                 raise UsageError("Continuing a conversation needs the run store, which failed.")
             options, messages = _conversation(store, options)
-        options = _prepared(options)
+        options = _prepared(options, notice=notice)
         agent = _build_agent(options)
         from ..media import attachment
 
@@ -94,25 +101,27 @@ def run_stored(options: RunOptions, *, follow_up: bool = False) -> int:
             task = [options.task, *map(attachment, options.attach)]
         run_id = f"run_{uuid.uuid4().hex}"
         recorder = _record_new(store, run_id, options, messages)
+        if recorder is None:
+            run_id = None
         cancel = asyncio.Event()
         stream = agent.stream(
             task,
             model=_model(options),
             budget=_budget(agent, options),
             messages=messages,
-            run_id=run_id,
+            run_id=run_id or f"run_{uuid.uuid4().hex}",
             cancel=cancel,
         )
-        return _finish(_drive_sync(stream, options, recorder, cancel), options)
+        return _finish(_drive_sync(stream, options, recorder, cancel), options), run_id
     except CliFailure as exc:
         _error(str(exc) if exc.code == EXIT_INTERRUPTED else f"error: {exc}")
-        return exc.code
+        return exc.code, run_id
     except UsageError as exc:
         _error(f"error: {exc}")
-        return EXIT_USAGE
+        return EXIT_USAGE, run_id
     except LoopwiseError as exc:
         _error(f"error: {exc}")
-        return EXIT_CODES["failed"]
+        return EXIT_CODES["failed"], run_id
     finally:
         if store is not None:
             store.dispose()
@@ -174,7 +183,7 @@ def options_from(stored: Any, base: RunOptions) -> RunOptions:
         raise UsageError(f"The stored flags of the run are malformed: {exc}.") from None
 
 
-def _prepared(options: RunOptions) -> RunOptions:
+def _prepared(options: RunOptions, *, notice: bool = True) -> RunOptions:
     """The config file applied, stored keys exported, the embedded-fallback notice shown
     (once), the workspace chosen."""
     from .config import apply_config
@@ -182,7 +191,7 @@ def _prepared(options: RunOptions) -> RunOptions:
 
     options = apply_config(options)
     export_stored_keys()
-    if options.model is None and options.agent is None:
+    if notice and options.model is None and options.agent is None:
         _fallback_notice()
     return _fixed_workspace(options)
 
