@@ -105,7 +105,7 @@ def _stored(seq: int, data: dict[str, Any]) -> StoredEvent:
 
 def test_translator_maps_streamed_text_failures_and_unknown_events() -> None:
     t = AguiTranslator("r")
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "run_started", "time": 1.0, "step": 0, "parent_run_id": "p"},
         {"type": "text_delta", "text": "Hel", "step": 1},
         {"type": "text_delta", "text": "", "step": 1},
@@ -138,7 +138,7 @@ def test_translator_maps_streamed_text_failures_and_unknown_events() -> None:
 
 def test_child_runs_become_subagent_events() -> None:
     t = AguiTranslator("r")
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "run_started", "run_id": "r", "agent": "boss"},
         {"type": "tool_call", "run_id": "r", "call_id": "c1", "name": "helper", "args": {}},
         {"type": "run_started", "run_id": "r.c1", "agent": "helper", "parent_run_id": "r"},

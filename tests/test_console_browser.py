@@ -5,6 +5,7 @@ every text a run carries (thought, arguments, observation, answer) stays text.""
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -235,3 +236,33 @@ def test_docs_work_offline(browser: Any, server: LiveServer) -> None:
     assert set(hosts) == {server.url.split("/")[2]}, hosts  # nothing from a CDN
     shot(tab, "docs")
     context.close()
+
+
+def test_phone_sized_screen_and_keyboard(browser: Any, server: LiveServer, api: Api) -> None:
+    run = api.post("/v1/runs", {"agent": "hostile", "input": "go"}).json()
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    tab = context.new_page()
+    tab.goto(server.url + "/")
+    tab.fill("#key", KEY)
+    tab.keyboard.press("Enter")  # the form submits from the keyboard
+    approval = card(tab, run["id"])
+    assert tab.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(tab, "phone")
+    approval.get_by_role("button", name="Approve", exact=True).focus()
+    tab.keyboard.press("Enter")
+    assert wait_status(api, run["id"], "completed")["decisions"][0]["approve"] is True
+    context.close()
+
+
+def test_hostile_links_to_the_console_stay_on_runs(page: Any, server: LiveServer) -> None:
+    """A crafted #run= link cannot steer the console's keyed requests to another path."""
+    paths: list[str] = []
+    page.on("request", lambda r: paths.append(r.url.split(server.url, 1)[-1]))
+    links = ["../agents", "..%2F..%2Fv1%2Fagents", "%E0%A4%A", "x?limit=1", "x#y", "/%2e%2e/docs"]
+    for link in links:
+        page.goto(f"{server.url}/#run={link}")
+        page.wait_for_timeout(300)
+    allowed = re.compile(r"^/v1/(agents|runs\?[^/]*|runs/[^/?#.][^/?#]*(/events\?after=0)?)$")
+    stray = [p for p in paths if p.startswith("/v1/") and not allowed.match(p)]
+    assert stray == [], stray
+    figure(f"console links: {len(links)} crafted #run= links, {len(links)} held")

@@ -326,9 +326,17 @@ async function showRun(runId) {
 }
 
 // -- routing --------------------------------------------------------------------------
-function refresh() {
+function hashRun() {
+  // The run id in "#run=<id>" (decoded; null when there is none or it is malformed).
   const m = location.hash.match(/^#run=(.+)$/);
-  if (m) api("GET", "/v1/runs/" + m[1]).then((r) => { summary(r); return renderApprovals([r]); }).catch((e) => showError(e.message));
+  let id = null;
+  try { id = m ? decodeURIComponent(m[1]) : null; } catch (e) { return null; }
+  return id && /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$/.test(id) ? id : null;
+}
+
+function refresh() {
+  const id = hashRun();
+  if (id) api("GET", "/v1/runs/" + encodeURIComponent(id)).then((r) => { summary(r); return renderApprovals([r]); }).catch((e) => showError(e.message));
   else loadRuns().catch((e) => showError(e.message));
 }
 
@@ -338,13 +346,13 @@ async function route() {
   const signedIn = Boolean(state.key) || document.body.dataset.open === "1";
   $("signin").hidden = signedIn;
   $("signout").hidden = !state.key;
-  const m = location.hash.match(/^#run=(.+)$/);
+  const m = hashRun();
   $("runs").hidden = !signedIn || Boolean(m);
   $("run").hidden = !signedIn || !m;
   $("approvals").hidden = true;
   if (!signedIn) { $("key").focus(); return; }
   try {
-    if (m) await showRun(decodeURIComponent(m[1]));
+    if (m) await showRun(m);
     else { await loadAgents(); await loadRuns(); state.timer = setInterval(() => loadRuns().catch((e) => showError(e.message)), 2000); }
   } catch (err) { showError(err.message); }
 }
