@@ -74,6 +74,7 @@ class RunOptions:
     mcp_config: tuple[str, ...] = ()
     continue_last: bool = False
     cid: str | None = None
+    memory: bool = False
 
     def budget_overrides(self) -> dict[str, Any]:
         """The budget fields the flags set (only those given)."""
@@ -158,6 +159,15 @@ def run(
         str | None,
         typer.Option("--cid", help="Continue the conversation of this run id.", show_default=False),
     ] = None,
+    memory: Annotated[
+        bool,
+        typer.Option(
+            "--memory",
+            help="Long-term memory: recall relevant memories at the start and store this "
+            "run's summary at the end (off by default for CLI runs).",
+            metavar="",
+        ),
+    ] = False,
     tools: Annotated[
         list[str] | None,
         typer.Option(
@@ -255,6 +265,7 @@ def run(
         mcp_config=tuple(mcp_config or ()),
         continue_last=continue_last,
         cid=cid,
+        memory=memory,
     )
     raise typer.Exit(run_stored(options))
 
@@ -369,10 +380,24 @@ def _build_agent(options: RunOptions) -> Agent[Any, Any]:
         from .mcp import mcp_servers
 
         agent.capabilities = [*agent.capabilities, *mcp_servers(options.mcp, options.mcp_config)]
+    if options.memory and getattr(agent, "memory", None) is None:
+        agent.capabilities = [*agent.capabilities, _cli_memory().capability()]
     if options.approve is not None:
         where = Path(options.workspace) if options.workspace else None
         agent.approve = TerminalApprover(options.approve, workspace=where)
     return agent
+
+
+def _cli_memory() -> Any:
+    """The memory of ``--memory``: the data directory's (or ``LOOPWISE_MEMORY_DATABASE``)
+    with ``LOOPWISE_MEMORY_EMBEDDER`` (default local), as ``loopwise memory`` opens it."""
+    try:
+        from ..memory import Memory
+        from ..memory.embed import embedder_from_spec
+    except ImportError as exc:
+        raise UsageError(f"--memory needs pip install 'loopwise[memory]' ({exc}).") from None
+    database = os.environ.get("LOOPWISE_MEMORY_DATABASE") or None
+    return Memory(database, embedder=embedder_from_spec(None), summarize="deterministic")
 
 
 def _tools(options: RunOptions) -> list[Any]:

@@ -1,21 +1,29 @@
-"""``loopwise memory list|search|show|forget|prune``: the memory database from a shell.
+"""``loopwise memory list|search|show|add|forget|prune``: the memory database from a shell.
 
 They open the memory database directly (``--database``, else ``LOOPWISE_MEMORY_DATABASE``,
 else ``<data dir>/memory.sqlite``) with the embedder it was made with (``--embedder``,
 else ``LOOPWISE_MEMORY_EMBEDDER``, else ``local``). Exit codes: 0 done, 1 not found,
-2 usage error (one line on stderr).
+2 usage error (one line on stderr). Memory text is printed with control characters
+escaped.
+
+Each command is a new process, so the ``local`` embedder (sentence-transformers and torch)
+loads every time: most of a single search's seconds. ``memory search -`` reads one query
+per line from stdin and answers each with the embedder loaded once; a running
+``loopwise serve`` keeps it loaded for its memory API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from ..errors import UsageError
+from .display import json_safe, printable
 from .runs import parse_age
 
 if TYPE_CHECKING:
@@ -53,11 +61,19 @@ EmbedderOption = Annotated[
 ]
 AgentOption = Annotated[str | None, typer.Option("--agent", help="The agent's namespace.")]
 KeyOption = Annotated[str, typer.Option("--key", help="The user or tenant key in it.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.", metavar="")]
+
+
+def _echo(text: str) -> None:
+    typer.echo(printable(text))
+
+
+def _json(data: Any, indent: int | None = None) -> None:
+    typer.echo(json_safe(json.dumps(data, indent=indent, ensure_ascii=False)))
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(" ".join(f"error: {message}".split()), err=True)
+    typer.echo(printable(" ".join(f"error: {message}".split())), err=True)
     raise typer.Exit(code)
 
 
@@ -114,10 +130,10 @@ def list_memories(
     namespace = _namespace(agent, key, required=False)
     records = _with_memory(database, embedder, lambda m: m.list(namespace, limit=limit))
     if json_output:
-        typer.echo(json.dumps([r.to_dict() for r in records], ensure_ascii=False))
+        _json([r.to_dict() for r in records])
         return
     for r in records:
-        typer.echo(_line(r.to_dict()))
+        _echo(_line(r.to_dict()))
     if not records:
         typer.echo("no memories", err=True)
 
@@ -135,20 +151,25 @@ def search(
     embedder: EmbedderOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The memories of one namespace most relevant to QUERY (hybrid ranking)."""
+    """The memories of one namespace most relevant to QUERY (hybrid ranking); QUERY - reads
+    one query a line from stdin, loading the embedder once for all."""
     namespace = _namespace(agent, key, required=True)
-    hits = _with_memory(
-        database,
-        embedder,
-        lambda m: m.recall(query, namespace=namespace, k=k, threshold=threshold),
-    )
-    if json_output:
-        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
-        return
-    for h in hits:
-        typer.echo(_line(h.record.to_dict(), f"  score={h.score:.3f}"))
-    if not hits:
-        typer.echo("no relevant memories", err=True)
+    queries = [q for q in sys.stdin.read().splitlines() if q.strip()] if query == "-" else [query]
+
+    async def recall_all(m: Memory) -> list[list[Any]]:
+        return [await m.recall(q, namespace=namespace, k=k, threshold=threshold) for q in queries]
+
+    answers = _with_memory(database, embedder, recall_all)
+    for q, hits in zip(queries, answers, strict=True):
+        if query == "-" and not json_output:
+            _echo(f"# {q}")
+        if json_output:
+            _json([h.to_dict() for h in hits])
+            continue
+        for h in hits:
+            _echo(_line(h.record.to_dict(), f"  score={h.score:.3f}"))
+        if not hits:
+            typer.echo("no relevant memories", err=True)
 
 
 @memory_app.command("show")
@@ -161,7 +182,31 @@ def show(
     record = _with_memory(database, embedder, lambda m: m.get(memory_id))
     if record is None:
         _fail(f"no memory has the id {memory_id!r}", EXIT_NOT_FOUND)
-    typer.echo(json.dumps(record.to_dict(), indent=2, ensure_ascii=False))
+    _json(record.to_dict(), indent=2)
+
+
+@memory_app.command("add")
+def add(
+    text: Annotated[str, typer.Argument(help="What to remember; - reads it from stdin.")],
+    agent: Annotated[
+        str, typer.Option("--agent", help="The agent's namespace (CLI runs: default).")
+    ] = "default",
+    key: KeyOption = "",
+    database: DatabaseOption = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Store a memory you give (trusted: its provenance is the user)."""
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        _fail("the memory is empty.", EXIT_USAGE)
+    namespace = _namespace(agent, key, required=True)
+    record = _with_memory(
+        database,
+        embedder,
+        lambda m: m.remember(text, namespace=namespace, source="user"),
+    )
+    _echo(f"remembered {record.id}")
 
 
 @memory_app.command("forget")
@@ -177,7 +222,7 @@ def forget(
     gone = _with_memory(database, embedder, lambda m: m.forget(memory_id, namespace))
     if not gone:
         _fail(f"no memory has the id {memory_id!r}" + (" here" if namespace else ""), 1)
-    typer.echo(f"forgot {memory_id}")
+    _echo(f"forgot {memory_id}")
 
 
 @memory_app.command("prune")

@@ -42,7 +42,7 @@ __all__ = ["read_task", "resume_command", "run_stored", "run_turn"]
 EXIT_NOT_FOUND = 1
 _STORED_FIELDS = (
     "model", "max_steps", "budget_usd", "budget_tokens", "timeout", "agent", "system",
-    "tools", "workspace", "allow_hosts", "base_url", "mcp", "mcp_config",
+    "tools", "workspace", "allow_hosts", "base_url", "mcp", "mcp_config", "memory",
 )  # fmt: skip
 """The flags kept with a run, so resuming or continuing it rebuilds the same agent."""
 _FLUSH_AFTER = (RunStarted, ModelResponded, ToolResulted, ApprovalRequested)
@@ -174,7 +174,8 @@ def options_from(stored: Any, base: RunOptions) -> RunOptions:
     changes: dict[str, Any] = {}
     for name in _STORED_FIELDS:
         value = stored.get(name)
-        if value is None or getattr(base, name) not in (None, ()):
+        given = getattr(base, name)
+        if value is None or not (given is None or given == () or given is False):
             continue
         changes[name] = tuple(str(v) for v in value) if isinstance(value, list) else value
     try:
