@@ -164,3 +164,86 @@ def test_child_runs_become_subagent_events() -> None:
     text = [e for e in out if e["type"].startswith("TEXT_MESSAGE")]
     assert len(text) == 3 and all(e["subagentRunId"] == "r.c1" for e in text)
     assert out[-1]["outcome"] == {"type": "success"} and out[-1]["result"] == "done"
+
+
+def agui_post(api: Api, agent: str, body: Any) -> tuple[int, list[dict[str, Any]], Any]:
+    """POST an AG-UI RunAgentInput; the status and the events (or the error body)."""
+    reply = api.post(f"/v1/agents/{agent}/agui", body, headers={"Accept": "text/event-stream"})
+    if reply.status != 200:
+        return reply.status, [], reply.json()
+    events = [
+        json.loads(line[6:])
+        for line in reply.body.decode().splitlines()
+        if line.startswith("data: ")
+    ]
+    for event in events:
+        validate(event)
+    return 200, events, None
+
+
+def run_input(thread: str, text: str = "go", resume: list[Any] | None = None) -> Any:
+    """A body built with the official models (so it is what AG-UI clients send)."""
+    from ag_ui.core import RunAgentInput, UserMessage
+
+    body = RunAgentInput(
+        thread_id=thread,
+        run_id="client-run-1",
+        state={},
+        messages=[UserMessage(id="m1", role="user", content=text)],
+        tools=[],
+        context=[],
+        forwarded_props={},
+        resume=resume,
+    )
+    return body.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def test_an_ag_ui_client_runs_an_agent_and_answers_its_interrupts(api: Api) -> None:
+    from ag_ui.core import ResumeEntry
+
+    status, events, _ = agui_post(api, "gated", run_input("t-1"))
+    assert status == 200 and events[0]["type"] == "RUN_STARTED"
+    thread = events[0]["threadId"]
+    [interrupt] = events[-1]["outcome"]["interrupts"]
+
+    def answer(payload: Any, state: str = "resolved", agent: str = "gated") -> Any:
+        entry = ResumeEntry(interrupt_id=interrupt["id"], status=state, payload=payload)  # type: ignore[arg-type]
+        return agui_post(api, agent, run_input(thread, resume=[entry]))
+
+    refused = [
+        answer({"decision": "approve", "arguments": {"path": 5}}),  # the tool's schema
+        answer({"decision": "approve", "arguments": {"path": "a", "extra": 1}}),
+        answer({"decision": "maybe"}),
+        answer(None),
+        answer("approve"),
+        answer({"decision": "approve"}, agent="counting"),  # another agent's thread
+    ]
+    assert [r[0] for r in refused] == [422, 422, 422, 422, 422, 404], refused
+    assert "invalid arguments for tool 'delete_file'" in refused[0][2]["error"]["message"]
+    assert wait_status(api, thread, "input_required")["decisions"] == []
+    status, events, _ = answer({"decision": "approve", "arguments": {"path": "b.txt"}})
+    assert status == 200 and events[0]["type"] == "RUN_STARTED"
+    assert events[-1]["outcome"] == {"type": "success"}
+    assert events[-1]["result"] == "Result: deleted b.txt"
+    assert answer({"decision": "approve"})[0] == 409  # decided already
+    figure(f"AG-UI resume: {len(refused) + 1} bad or late answers refused, {len(refused) + 1} held")
+
+
+def test_a_cancelled_interrupt_rejects_the_call(api: Api) -> None:
+    from ag_ui.core import ResumeEntry
+
+    _, events, _ = agui_post(api, "gated", run_input("t-2"))
+    thread, call_id = events[0]["threadId"], events[-1]["outcome"]["interrupts"][0]["id"]
+    entry = ResumeEntry(interrupt_id=call_id, status="cancelled")
+    status, events, _ = agui_post(api, "gated", run_input(thread, resume=[entry]))
+    assert status == 200 and "rejected" in str(events[-1]["result"])
+    done = wait_status(api, thread, "completed")
+    assert done["decisions"][0]["approve"] is False
+
+
+def test_ag_ui_input_is_checked(api: Api) -> None:
+    assert agui_post(api, "nope", run_input("t"))[0] == 404
+    assert agui_post(api, "gated", {**run_input("t"), "messages": []})[0] == 422
+    assert agui_post(api, "gated", {"threadId": "t"})[0] == 422
+    resume = {**run_input("run_nope"), "resume": [{"interruptId": "c", "status": "resolved"}]}
+    assert agui_post(api, "gated", resume)[0] == 404

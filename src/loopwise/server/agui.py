@@ -22,21 +22,24 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.alias_generators import to_camel
 from starlette.responses import StreamingResponse
 
 from ..durable.records import TERMINAL, StoredEvent
+from .errors import ApiError
 from .openapi import error_responses
 from .principals import LOCAL, Principal
-from .schemas import NO_NUL
+from .schemas import NO_NUL, ApproveIn, DecisionIn
 from .sse import open_stream_slot
 
 if TYPE_CHECKING:
     from .app import RunEngine
 
-__all__ = ["AguiTranslator", "agui_router", "agui_stream", "format_agui"]
+__all__ = ["AguiRunIn", "AguiTranslator", "agui_router", "agui_stream", "format_agui"]
 
 INTERRUPT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -373,6 +376,130 @@ async def run_agui(
 
     engine = cast("RunEngine", request.app.state.engine)
     await visible_run(engine, run_id, principal)
+    return _respond(request, engine, run_id, after)
+
+
+# -- running and resuming from an AG-UI client -------------------------------------------
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ResumeIn(_Camel):
+    """One interrupt's answer: ``payload`` is a decision (``{"decision": "approve"}``,
+    edited ``arguments``, a ``reason``); ``cancelled`` rejects the call."""
+
+    interrupt_id: str = Field(max_length=200, pattern=NO_NUL)
+    status: Literal["resolved", "cancelled"]
+    payload: Any = None
+
+
+class AguiRunIn(_Camel):
+    """AG-UI's ``RunAgentInput`` (the fields used): the last user message starts a run;
+    ``resume`` answers the interrupts of the run named by ``threadId``."""
+
+    thread_id: str = Field(max_length=200, pattern=NO_NUL)
+    run_id: str = Field(max_length=200)
+    messages: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    resume: list[ResumeIn] | None = Field(default=None, max_length=100)
+
+
+_DECISION: TypeAdapter[ApproveIn | Any] = TypeAdapter(DecisionIn)
+
+
+@agui_router.post(
+    "/v1/agents/{agent}/agui",
+    tags=["agents"],
+    summary="Run an agent, or resume its run, from an AG-UI client (SSE)",
+    response_class=AguiResponse,
+    responses={
+        200: {"description": "AG-UI events until the run ends or waits for approval."},
+        **error_responses(404, 409, 413, 422),
+    },
+)
+async def run_agent_agui(
+    request: Request,
+    agent: Annotated[str, Path(max_length=200, pattern=NO_NUL)],
+    body: AguiRunIn,
+    principal: Annotated[Principal, Depends(_principal)],
+) -> AguiResponse:
+    """Start a run with the last user message, or (with ``resume``) decide the pending
+    calls of the run ``threadId`` names, then stream it as AG-UI events."""
+    from .app import visible_agents, visible_run
+
+    engine = cast("RunEngine", request.app.state.engine)
+    if body.resume:
+        record = await visible_run(engine, body.thread_id, principal)
+        if record.agent != agent:
+            raise ApiError(404, "not_found", f"No run of {agent!r} has the id {body.thread_id!r}.")
+        after = await _last_seq(engine, record.id)
+        for entry in body.resume:
+            await _answer(engine, record.id, entry, principal)
+        return _respond(request, engine, record.id, after)
+    if agent not in visible_agents(engine, principal):
+        raise ApiError(404, "not_found", f"No agent is named {agent!r}.")
+    record = await engine.submit(
+        agent,
+        _user_text(body.messages),
+        principal=principal.name,
+        memory_key=None if principal.admin else principal.memory_key(""),
+    )
+    return _respond(request, engine, record.id, 0)
+
+
+def _user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message (AG-UI content: text, or a list of text parts)."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(
+                str(p.get("text") or "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+        if isinstance(content, str) and content.strip():
+            return content
+    raise ApiError(422, "invalid_request", "The input needs a user message with text.")
+
+
+async def _answer(engine: RunEngine, run_id: str, entry: ResumeIn, principal: Principal) -> None:
+    """Decide one pending call as the API's decide route does (bound to it, checked)."""
+    if entry.status == "cancelled":
+        decision: Any = _DECISION.validate_python(
+            {"decision": "reject", "reason": "The user cancelled the interrupt."}
+        )
+    else:
+        try:
+            decision = _DECISION.validate_python(entry.payload)
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"The answer to interrupt {entry.interrupt_id!r} needs a payload like "
+                '{"decision": "approve"} or {"decision": "reject", "reason": "..."}.',
+            ) from None
+    approve = isinstance(decision, ApproveIn)
+    await engine.decide(
+        run_id,
+        entry.interrupt_id,
+        approve=approve,
+        arguments=decision.arguments if approve else None,
+        reason=decision.reason,
+        principal=principal.name,
+    )
+
+
+async def _last_seq(engine: RunEngine, run_id: str) -> int:
+    last = 0
+    while batch := await engine.events(run_id, after=last, limit=500):
+        last = batch[-1].seq
+    return last
+
+
+def _respond(request: Request, engine: RunEngine, run_id: str, after: int) -> AguiResponse:
     settings = request.app.state.settings
     slot = open_stream_slot(request)
 
