@@ -15,12 +15,14 @@ from loopwise.server.agui import AguiTranslator
 from server_helpers import KEY, Api, LiveServer, wait_status
 
 pytestmark = pytest.mark.timeout(120)
+MALLORY = "mallory-key-0123456789abcdef"
 ag_ui = pytest.importorskip("ag_ui.core", reason="ag-ui-protocol is not installed")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with console_service(tmp_path_factory.mktemp("agui"), keys=[KEY]) as live:
+    keys = [KEY, f"mallory:{MALLORY}"]
+    with console_service(tmp_path_factory.mktemp("agui"), keys=keys) as live:
         yield live
 
 
@@ -247,3 +249,22 @@ def test_ag_ui_input_is_checked(api: Api) -> None:
     assert agui_post(api, "gated", {"threadId": "t"})[0] == 422
     resume = {**run_input("run_nope"), "resume": [{"interruptId": "c", "status": "resolved"}]}
     assert agui_post(api, "gated", resume)[0] == 404
+
+
+def test_another_principal_can_neither_follow_nor_answer(server: LiveServer, api: Api) -> None:
+    from ag_ui.core import ResumeEntry
+
+    _, events, _ = agui_post(api, "gated", run_input("t-3"))
+    thread, call_id = events[0]["threadId"], events[-1]["outcome"]["interrupts"][0]["id"]
+    mallory = Api(server.url, MALLORY)
+    entry = ResumeEntry(interrupt_id=call_id, status="resolved", payload={"decision": "approve"})
+    tries = [
+        mallory.get(f"/v1/runs/{thread}/agui").status,
+        mallory.get(f"/v1/runs/{thread}/agui?after=1").status,
+        agui_post(mallory, "gated", run_input(thread, resume=[entry]))[0],
+        agui_post(mallory, "counting", run_input(thread, resume=[entry]))[0],
+        mallory.post(f"/v1/runs/{thread}/approvals/{call_id}", {"decision": "approve"}).status,
+    ]
+    assert tries == [404] * 5, tries
+    assert wait_status(api, thread, "input_required")["decisions"] == []
+    figure(f"AG-UI cross-principal: {len(tries)} follow/answer attempts on another's run, all 404")
