@@ -134,7 +134,7 @@ def test_cancelling_a_team_run_cancels_its_running_child(tmp_path: Path, counts:
         while len(calls("child tc ")) < 3:  # the child is digging
             assert time.monotonic() < deadline, "the child did not start"
             time.sleep(0.02)
-        reply = api.post(f"/v1/runs/{run_id}/cancel")
+        reply = api.post(f"/v1/runs/{run_id}/cancel", {})  # keyless: JSON writes only
         assert reply.status == 200, reply.body
         assert reply.json()["status"] == "cancelled"
         frames = api.events(run_id)  # the stream closes: the run is over
