@@ -238,3 +238,30 @@ def test_version_flag_and_flags_without_a_metavar(cli: Cli) -> None:
     shown = cli("run", "--help", COLUMNS="160").stdout
     ours = [x for x in shown.splitlines() if any(f in x for f in ("--json", "--verbose", "-c "))]
     assert len(ours) == 3 and not any("<bool>" in x for x in ours), ours
+
+
+# -- prune ---------------------------------------------------------------------------------
+
+
+def test_prune_says_what_it_would_delete_asks_and_is_scoped(cli: Cli) -> None:
+    cli("run", "a", agent("echo"))
+    cli("run", "b", agent("echo"))
+    cli("run", "c", "--agent=daily_agents:slow", "--timeout", "0.2")
+    waiting = paused(cli)
+
+    def ids() -> set[str]:
+        return {row[0] for row in cli.query("select id from loopwise_runs")}
+
+    before = ids()
+    asked = cli("runs", "prune", "--older-than", "0s")  # no terminal, no --yes
+    assert asked.returncode == 2 and "--yes" in asked.stderr
+    assert "daily_agents:echo 2" in asked.stdout and "daily_agents:slow 1" in asked.stdout
+    assert ids() == before
+    scoped = cli("runs", "prune", "--older-than", "0s", "--agent", "daily_agents:echo", "--yes")
+    assert scoped.returncode == 0 and "deleted 2 runs" in scoped.stdout, scoped.stderr
+    left = ids()
+    assert len(left) == 2 and waiting in left  # the other agent's run, and the paused one
+    rest = cli("runs", "prune", "--older-than", "0s", "-y")
+    assert "deleted 1 run " in rest.stdout and ids() == {waiting}  # never a paused run
+    none = cli("runs", "prune", "--older-than", "0s", "--agent", "nobody", "--yes")
+    assert none.stdout.startswith("deleted 0 runs")

@@ -14,7 +14,6 @@ Exit codes: 0 done, 1 the server refused or could not be reached (one line on st
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -262,6 +261,17 @@ def prune(
     older_than: Annotated[
         str, typer.Option("--older-than", help="Age of finished runs to delete: 30d, 12h, 2w.")
     ],
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            help="Only this agent's runs (repeatable); CLI runs are 'cli' or module:attr.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete without asking.", metavar="")
+    ] = False,
     database: Annotated[
         str | None,
         typer.Option(
@@ -270,22 +280,15 @@ def prune(
         ),
     ] = None,
 ) -> None:
-    """Delete finished runs (and their events) older than --older-than, from the database."""
+    """Delete finished runs (and their events) older than --older-than, from the database:
+    says how many per agent first, and asks (or --yes)."""
+    from .prune import prune_runs
+
     try:
         seconds = parse_age(older_than)
     except ValueError as exc:
         _fail(f"--older-than {exc}.", EXIT_USAGE)
-    count = asyncio.run(_prune(database, seconds))
-    typer.echo(f"deleted {count} run{'s' if count != 1 else ''} finished before {older_than} ago")
-
-
-async def _prune(database: str | None, seconds: float) -> int:
-    from ..durable import DurableEngine
-    from .serve import running
-
-    engine = DurableEngine({}, database=database, workers=False)
-    async with running(engine):
-        return await engine.prune(older_than_seconds=seconds)
+    prune_runs(database, seconds, older_than, tuple(agent or ()), yes)
 
 
 def approve(
