@@ -248,6 +248,23 @@ async def test_a_stale_execution_held_between_steps_writes_nothing_when_it_goes_
     held(f"stale execution held between steps ({kind(engine)})", True)
 
 
+async def test_an_execution_dispatched_before_a_newer_one_cannot_take_the_lease(
+    engine: DurableEngine,
+) -> None:
+    """Its take is rolled back: DBOS's ownership token of the workflow is no longer its."""
+    run = await engine.submit("payer", "v7 note")
+    assert (await wait_for(engine, run.id)).status == "completed"
+    with engine.store.engine.connect() as conn:
+        epoch = conn.execute(sa.select(leases.c.epoch).where(leases.c.run_id == run.id)).scalar()
+    stale = Lease(engine.store, run.id, 0, "old", workflow_id=run.id, dbos_token="stale-token")
+    assert not await stale.take()
+    assert stale.lost is not None
+    with engine.store.engine.connect() as conn:
+        after = conn.execute(sa.select(leases.c.epoch).where(leases.c.run_id == run.id)).scalar()
+    assert after == epoch == 1
+    held(f"stale execution starting late ({kind(engine)})", True)
+
+
 # -- the lease itself --------------------------------------------------------------------
 
 
