@@ -18,6 +18,7 @@ import typer
 
 from ..errors import LoopwiseError
 from ..limits import Budget
+from .display import json_safe, printable
 
 if TYPE_CHECKING:
     from ..agents.recipes import RecipeResult
@@ -60,16 +61,16 @@ def _run(make: Callable[[], Coroutine[Any, Any, RecipeResult]], as_json: bool) -
     try:
         result = asyncio.run(make())
     except LoopwiseError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(printable(" ".join(f"error: {exc}".split())), err=True)
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(json_safe(json.dumps(result.to_dict(), indent=2, default=str)))
     else:
-        typer.echo(f"{result.status}: {result.summary}")
+        typer.echo(printable(f"{result.status}: {result.summary}"))
         for path in result.artifacts:
-            typer.echo(f"report: {path}")
+            typer.echo(printable(f"report: {path}"))
         for step in result.next_steps:
-            typer.echo(f"next: {step}")
+            typer.echo(printable(f"next: {step}"))
     raise typer.Exit(0 if result.status == "completed" else 1)
 
 
