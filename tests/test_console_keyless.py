@@ -40,5 +40,10 @@ def test_keyless_server_needs_no_sign_in(tmp_path: Path) -> None:
             "button", name="Approve", exact=True
         ).click()
         assert wait_status(Api(live.url), run["id"], "completed")["output"].startswith("Result:")
+        slow = Api(live.url).post("/v1/runs", {"agent": "slow", "input": "go"}).json()
+        tab.goto(f"{live.url}/#run={slow['id']}")
+        tab.wait_for_selector("#timeline li[data-type=tool_call]")
+        tab.get_by_role("button", name="Cancel run").click()
+        assert wait_status(Api(live.url), slow["id"], "cancelled")["status"] == "cancelled"
         context.close()
         browser.close()

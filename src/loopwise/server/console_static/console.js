@@ -29,6 +29,8 @@ function showError(message) {
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (state.key) headers.Authorization = "Bearer " + state.key;
+  // Every write says JSON (a keyless server refuses other writes, as cross-site forms).
+  if (method !== "GET" && body === undefined) body = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
