@@ -266,3 +266,20 @@ def test_hostile_links_to_the_console_stay_on_runs(page: Any, server: LiveServer
     stray = [p for p in paths if p.startswith("/v1/") and not allowed.match(p)]
     assert stray == [], stray
     figure(f"console links: {len(links)} crafted #run= links, {len(links)} held")
+
+
+def test_filters_narrow_the_list(page: Any, api: Api) -> None:
+    done = api.post("/v1/runs", {"agent": "counting", "input": "go"}).json()
+    wait_status(api, done["id"], "completed")
+    page.select_option("#filter-status", "completed")
+    page.select_option("#filter-agent", "counting")
+    page.wait_for_selector(f"#run-table tr[data-run-id='{done['id']}']")
+    wait_for(
+        lambda: (
+            page.locator("#run-table tbody tr").count()
+            == len(api.get("/v1/runs?status=completed&agent=counting").json()["data"])
+        ),
+        what="the filtered list",
+    )
+    rows = page.locator("#run-table tbody tr").all_inner_texts()
+    assert rows and all("completed" in r and "counting" in r for r in rows)
