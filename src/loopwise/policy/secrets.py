@@ -43,9 +43,16 @@ MIN_SECRET = 6
 WINDOW = 4
 
 
+_PATH_HINTS = (
+    "env", "netrc", "npmrc", "pypirc", "credentials", "htpasswd", "id_", ".pem", ".key",
+    ".p12", ".pfx", "secret", ".aws/", ".ssh/", ".gnupg/", ".docker/", ".kube/",
+)  # fmt: skip
+
+
 def is_secret_path(text: str) -> bool:
     """Whether a path or a command names a secret-bearing file (``.env``, keys, credentials)."""
-    return bool(_SECRET_PATH.search(text))
+    low = text.lower()
+    return any(h in low for h in _PATH_HINTS) and bool(_SECRET_PATH.search(text))
 
 
 def secret_values(text: str, *, from_secret_file: bool) -> list[str]:
