@@ -204,4 +204,9 @@ def create_engine(url: str) -> sa.Engine:
 
         return engine
     pg = sa.make_url(url).set(drivername="postgresql+psycopg")
-    return sa.create_engine(pg, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # A worker paused inside a transaction (SIGSTOP, a partition) must not hold its rows, and
+    # so a takeover, forever: PostgreSQL ends such a session after 15 s.
+    options = {"options": "-c idle_in_transaction_session_timeout=15000"}
+    return sa.create_engine(
+        pg, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args=options
+    )

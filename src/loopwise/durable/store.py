@@ -269,8 +269,19 @@ class Store(StoreReads):
             if ids:
                 for table in (events, states, decisions, attempts, child_steps):
                     conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
+                _prune_leases(conn, ids)
                 conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
         return old
+
+
+def _prune_leases(conn: sa.Connection, ids: list[str]) -> None:
+    """Delete the runs' leases and late results (the tables exist once a worker ran)."""
+    from .fencing import late_results, leases
+
+    inspector = sa.inspect(conn)
+    for table in (leases, late_results):
+        if inspector.has_table(table.name):
+            conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
 
 
 def _child_endings(conn: sa.Connection, run_id: str, final: Row) -> list[Row]:
