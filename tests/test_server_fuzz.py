@@ -38,6 +38,12 @@ expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
 [[operations]]
 include-name = "POST /v1/runs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 422, 429]
+
+# AG-UI's RunAgentInput is valid JSON without a user message or a resume, but there is then
+# nothing to run: a 422 with one line saying so.
+[[operations]]
+include-name = "POST /v1/agents/{agent}/agui"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 422, 429]
 """
 
 
@@ -147,5 +153,5 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         + ", ".join(f"{k} {v['status']}" for k, v in summary["phases"].items())
     )
     assert done.returncode == 0 and failures == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert operations == summary["operations"]["selected"] == 12  # runs 8, memories 4
+    assert operations == summary["operations"]["selected"] == 14  # runs 8, AG-UI 2, memories 4
     assert summary["errors"] == []

@@ -164,6 +164,9 @@ def create_app(
     app.openapi = lambda: openapi(  # type: ignore[method-assign]
         app, agents, secured=require_auth, open_paths=OPEN_PATHS, memory_agents=remembering
     )
+    from .console import mount_console
+
+    mount_console(app)  # the web console at /, AG-UI routes, /docs served offline
     return app
 
 
