@@ -138,3 +138,16 @@ def test_git_tools_left_out_with_a_note_on_a_non_git_workspace(cli: Cli) -> None
     assert "note: the git tools are left out" in done.stderr
     named = cli("run", "hi", agent("echo"), "--tools", f"git={cli.cwd}")
     assert "not a usable git repository" in one_line(named, 2)
+
+
+def test_embedded_fallback_notice_once_and_a_broken_model_is_one_line(cli: Cli) -> None:
+    fake = cli.cwd / "fake.gguf"
+    fake.write_text("not a model")
+    done = cli("run", "What is 17*23?", LOOPWISE_LOCAL_MODEL=str(fake))
+    assert done.returncode == 1
+    assert done.stderr.count("embedded fallback") == 1 and done.stderr.startswith("note: ")
+    assert "Traceback" not in done.stderr and "│" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: ValueError: ")
+    assert cli.query("select status from loopwise_runs") == [("failed",)]
+    chosen = cli("run", "hi", agent("echo"), LOOPWISE_LOCAL_MODEL=str(fake))
+    assert chosen.returncode == 0 and "embedded fallback" not in chosen.stderr

@@ -85,6 +85,7 @@ def run_turn(options: RunOptions, *, notice: bool = True) -> tuple[int, str | No
     ``notice=False`` leaves out the embedded-fallback notice (a chat says it once)."""
     store = None
     run_id: str | None = None
+    recorder: RunRecorder | None = None
     try:
         store = _open_store_or_warn()
         messages: list[Message] | None = None
@@ -92,8 +93,10 @@ def run_turn(options: RunOptions, *, notice: bool = True) -> tuple[int, str | No
             if store is None:
                 raise UsageError("Continuing a conversation needs the run store, which failed.")
             options, messages = _conversation(store, options)
-        options = _prepared(options, notice=notice)
+        options = _prepared(options)
         agent = _build_agent(options)
+        if notice and options.model is None and getattr(agent, "model", None) is None:
+            _fallback_notice()
         from ..media import attachment
 
         task: Any = options.task
@@ -121,10 +124,28 @@ def run_turn(options: RunOptions, *, notice: bool = True) -> tuple[int, str | No
         return EXIT_USAGE, run_id
     except LoopwiseError as exc:
         _error(f"error: {exc}")
+        _end_failed(recorder, str(exc))
+        return EXIT_CODES["failed"], run_id
+    except Exception as exc:  # a provider's or a tool's own error: one line, no traceback
+        message = f"{type(exc).__name__}: {exc}"
+        _error(f"error: {message}")
+        _end_failed(recorder, message)
         return EXIT_CODES["failed"], run_id
     finally:
         if store is not None:
             store.dispose()
+
+
+def _end_failed(recorder: RunRecorder | None, message: str) -> None:
+    """End the stored run as failed if the error came before it ended."""
+    if recorder is None:
+        return
+    try:
+        row = recorder.store.row(recorder.run_id)
+        if row is not None and row["status"] in ("queued", "in_progress"):
+            asyncio.run(recorder.fail(message))
+    except Exception:  # the error itself is what the user needs to see
+        pass
 
 
 def _open_store_or_warn() -> Any:
@@ -184,16 +205,13 @@ def options_from(stored: Any, base: RunOptions) -> RunOptions:
         raise UsageError(f"The stored flags of the run are malformed: {exc}.") from None
 
 
-def _prepared(options: RunOptions, *, notice: bool = True) -> RunOptions:
-    """The config file applied, stored keys exported, the embedded-fallback notice shown
-    (once), the workspace chosen."""
+def _prepared(options: RunOptions) -> RunOptions:
+    """The config file applied, stored keys exported, the workspace chosen."""
     from .config import apply_config
     from .keys import export_stored_keys
 
     options = apply_config(options)
     export_stored_keys()
-    if notice and options.model is None and options.agent is None:
-        _fallback_notice()
     return _fixed_workspace(options)
 
 
@@ -290,8 +308,8 @@ async def _drive(
                 _show_and_add(event, display, recorder)
                 if isinstance(event, _FLUSH_AFTER):
                     await recorder.flush()
-        except LoopwiseError as exc:
-            await recorder.fail(str(exc))
+        except Exception as exc:
+            await recorder.fail(str(exc) if isinstance(exc, LoopwiseError) else repr(exc))
             raise
     result: RunResult[Any] = stream.result
     await recorder.end(result)
