@@ -169,6 +169,8 @@ def test_approve_yes_on_resume_decides_the_rest(cli: Cli) -> None:
     run_id = paused(cli)
     done = cli("resume", run_id, "--approve", "yes")
     assert done.returncode == 0 and done.stdout == "done: deleted /tmp/x\n", done.stderr
+    record = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    assert [(d["call_id"], d["approve"]) for d in record["decisions"]] == [("call_0_0", True)]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from ..errors import LoopwiseError, UsageError
 from .client import ApiError, SseEvent
 from .store import StoreError, is_cli_run, open_store
 
-__all__ = ["cancel_run", "decide", "get_run", "list_page", "run_events"]
+__all__ = ["cancel_run", "decide", "get_run", "list_page", "record_cli_decision", "run_events"]
 
 T = TypeVar("T")
 FOLLOW_POLL_SECONDS = 0.3
@@ -146,13 +146,13 @@ def decide(
                     lambda e: e.decide(run_id, call_id, approve=approve, reason=reason),
                 )
             )
-        _decide_cli(store, row, call_id, approve, arguments, reason)
+        record_cli_decision(store, row, call_id, approve, arguments, reason)
         return dict(store.get(run_id).to_dict())
 
     return _with_store(database, act)
 
 
-def _decide_cli(
+def record_cli_decision(
     store: Any,
     row: dict[str, Any],
     call_id: str,

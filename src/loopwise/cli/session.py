@@ -377,10 +377,10 @@ def _resume(store: Any, run_id: str, approve: str | None, json_output: bool, ver
     if saved is None:
         raise CliFailure(f"run {run_id} has no saved state to resume from.", EXIT_CODES["failed"])
     state = run_state_of(saved)
-    _apply_decisions(store, state, run_id, segment)
-    _decide_the_rest(state, approve)
     base = RunOptions(task="", json=json_output, verbose=verbose)
     options = options_from(row["spec"].get("options"), base)
+    _apply_decisions(store, state, run_id, segment)
+    _decide_the_rest(store, row, state, approve, options.workspace)
     agent = _build_agent(options)
     if not claim_segment(store, run_id, segment):
         raise CliFailure(f"run {run_id} is already being resumed elsewhere.", EXIT_USAGE)
@@ -447,9 +447,13 @@ def stored_decisions(store: Any, run_id: str, segment: int) -> dict[str, dict[st
     return {r.call_id: r.decision for r in rows if isinstance(r.decision, dict)}
 
 
-def _decide_the_rest(state: RunState, approve: str | None) -> None:
-    """Calls still undecided: asked on the terminal (or decided by ``--approve``), else an
-    error naming them."""
+def _decide_the_rest(
+    store: Any, row: dict[str, Any], state: RunState, approve: str | None, workspace: str | None
+) -> None:
+    """Calls still undecided: asked on the terminal (or decided by ``--approve``) and
+    recorded as ``loopwise approve`` records them, else an error naming them."""
+    from .local import record_cli_decision
+
     undecided = state.undecided
     if not undecided:
         return
@@ -463,10 +467,14 @@ def _decide_the_rest(state: RunState, approve: str | None) -> None:
         )
     if mode not in ("ask", "yes", "no"):
         raise UsageError(f"--approve must be ask, yes or no, not {mode!r}.")
-    approver = TerminalApprover(mode)  # type: ignore[arg-type]
+    where = Path(workspace) if workspace else None
+    approver = TerminalApprover(mode, workspace=where)  # type: ignore[arg-type]
     for p in undecided:
         request = ApprovalRequest(state.run_id, p.call_id, p.tool, dict(p.args), p.reason)
         decision = asyncio.run(approver(request))
+        yes = isinstance(decision, Approve)
+        reason = None if isinstance(decision, Approve) else decision.reason
+        record_cli_decision(store, row, p.call_id, yes, None, reason)
         if isinstance(decision, Approve):
             state.approve(p.call_id, decision.arguments)
         else:
