@@ -8,6 +8,7 @@ terminal or ``--yes``; ``--agent NAME`` (repeatable) limits it to those agents.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -54,7 +55,14 @@ def _counts(store: Any, agents: Sequence[str], cutoff: float) -> dict[str, int]:
 
 
 def _delete_batch(store: Any, agents: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
-    """Delete up to ``BATCH`` runs in scope with what they own; their (id, last segment)."""
+    """Delete up to ``BATCH`` runs in scope with what they own; their (id, last segment).
+    The store's own prune does it (scoped once it takes ``agents``); until then a scoped
+    prune deletes the same tables here."""
+    if not agents:
+        return list(store.prune(cutoff, batch=BATCH))
+    if "agents" in inspect.signature(store.prune).parameters:
+        return list(store.prune(cutoff, batch=BATCH, agents=list(agents)))
+    from ..durable import store as store_module
     from ..durable.schema import attempts, child_steps, decisions, events, runs, states
 
     with store.engine.begin() as conn:
@@ -66,6 +74,9 @@ def _delete_batch(store: Any, agents: Sequence[str], cutoff: float) -> list[tupl
         if ids:
             for table in (events, states, decisions, attempts, child_steps):
                 conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
+            leases = getattr(store_module, "_prune_leases", None)  # leases, late results
+            if leases is not None:
+                leases(conn, ids)
             conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
     return old
 
