@@ -257,7 +257,7 @@ def test_prune_says_what_it_would_delete_asks_and_is_scoped(cli: Cli) -> None:
     before = ids()
     asked = cli("runs", "prune", "--older-than", "0s")  # no terminal, no --yes
     assert asked.returncode == 2 and "--yes" in asked.stderr
-    assert "daily_agents:echo 2" in asked.stdout and "daily_agents:slow 1" in asked.stdout
+    assert "daily_agents:echo 2" in asked.stderr and "daily_agents:slow 1" in asked.stderr
     assert ids() == before
     scoped = cli("runs", "prune", "--older-than", "0s", "--agent", "daily_agents:echo", "--yes")
     assert scoped.returncode == 0 and "deleted 2 runs" in scoped.stdout, scoped.stderr

@@ -124,7 +124,7 @@ def prune_runs(
             _echo(f"deleted 0 runs finished before {label} ago (none in scope)")
             return
         per_agent = ", ".join(f"{agent} {n}" for agent, n in counts.items())
-        _echo(f"finished before {label} ago: {per_agent}")
+        _echo(f"finished before {label} ago: {per_agent}", err=True)
         if not _confirmed(total, yes):
             _echo("nothing deleted", err=True)
             return
