@@ -191,7 +191,9 @@ def test_runs_commands_against_a_served_api(
     # Retention: prune straight from the database while the server runs.
     kept = cli(tmp_path, "runs", "prune", "--older-than", "1h", "--database", database(tmp_path))
     assert kept.returncode == 0 and kept.stdout.startswith("deleted 0 runs"), kept.stderr
-    pruned = cli(tmp_path, "runs", "prune", "--older-than", "0s", "--database", database(tmp_path))
+    pruned = cli(
+        tmp_path, "runs", "prune", "--older-than", "0s", "--yes", "--database", database(tmp_path)
+    )
     assert pruned.stdout.startswith("deleted 3 runs"), (pruned.stdout, pruned.stderr)
     assert api.get(f"/v1/runs/{counted}").status == 404
     one_line_error(cli(tmp_path, "runs", "prune", "--older-than", "soon"), 2)

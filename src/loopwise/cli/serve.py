@@ -24,6 +24,7 @@ import typer
 
 from ..datadir import data_dir
 from ..errors import LoopwiseError, UsageError
+from .display import printable
 
 if TYPE_CHECKING:
     from ..durable import DurableEngine
@@ -274,7 +275,9 @@ def _announce(server: Any, host: str, auth: AuthSetup) -> None:
         typer.echo("no API key needed (--no-auth): any local user or process may use the API")
     else:
         names = sorted({p.name for _, p in auth.keys.entries})
-        typer.echo(f"API keys: {len(auth.keys.entries)} configured, for {', '.join(names)}")
+        typer.echo(
+            printable(f"API keys: {len(auth.keys.entries)} configured, for {', '.join(names)}")
+        )
     sys.stdout.flush()
 
 
@@ -290,5 +293,5 @@ async def _work(engine: DurableEngine) -> None:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    typer.echo(" ".join(f"error: {exc}".split()), err=True)
+    typer.echo(printable(" ".join(f"error: {exc}".split())), err=True)
     raise typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else 1)
