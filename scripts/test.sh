@@ -17,6 +17,9 @@ CMAKE_ARGS="${CMAKE_ARGS:-$(bash scripts/llama_cmake_args.sh)}" \
 # The Berkeley Function Calling Leaderboard's function schemas (data only: its own
 # dependencies pin old numpy and vendor SDKs, and the tests never import it).
 .venv/bin/python -m pip install -q --no-deps "bfcl-eval==2026.3.23"
+# AgentDojo's suites for the prompt-injection benchmark (its LLM SDKs are not needed).
+.venv/bin/python -m pip install -q --no-deps "agentdojo==0.1.35" "deepdiff>=8.6.1" \
+  "orderly-set>=5.4" "cachebox>=5" "email-validator>=2" "dnspython>=2"
 # Arize Phoenix, the tracing backend of the end-to-end trace test, in a venv of its own
 # (its dependency pins clash with ours).
 [ -x .cache/phoenix/bin/phoenix ] || {

@@ -200,8 +200,9 @@ class Agent(Generic[DepsT, OutputT]):
             if messages is not None:
                 raise UsageError("Give state= or messages=, not both: the state holds them.")
             state = _continued(state, new_input)
-            if metadata is not None:
-                state.metadata = dict(metadata)
+            if metadata is not None:  # what capabilities keep in a run (loopwise.*) stays
+                kept = {k: v for k, v in state.metadata.items() if k.startswith("loopwise.")}
+                state.metadata = {**kept, **dict(metadata)}
         else:
             if new_input is None:
                 raise UsageError("The input is empty; give the agent a task.")
