@@ -344,6 +344,11 @@ class DurableEngine:
         row = await asyncio.to_thread(store.row, run_id)
         if row is None:
             raise NotFound(f"No run has the id {run_id!r}.")
+        if isinstance(row["spec"], dict) and row["spec"].get("origin") == "cli":
+            raise Conflict(
+                f"Run {run_id!r} was started by the loopwise CLI; decide with "
+                "`loopwise approve` and continue with `loopwise resume`."
+            )
         pending = {p["call_id"]: p for p in row["pending"] or []}
         if row["status"] != "input_required" or call_id not in pending:
             waiting = ", ".join(sorted(pending)) or "none"

@@ -253,18 +253,18 @@ class Store(StoreReads):
                 .values(state="finished", result=result, updated_at=time.time())
             )
 
-    def prune(self, cutoff: float, *, batch: int = 500) -> list[tuple[str, int]]:
-        """Delete up to ``batch`` terminal runs finished before ``cutoff`` (and what they own);
-        returns their (id, last segment)."""
+    def prune(
+        self, cutoff: float, *, batch: int = 500, agents: Sequence[str] | None = None
+    ) -> list[tuple[str, int]]:
+        """Delete up to ``batch`` terminal runs finished before ``cutoff`` (of ``agents``
+        only, when given) and what they own; returns their (id, last segment)."""
+        query = sa.select(runs.c.id, runs.c.segment).where(
+            runs.c.status.in_(TERMINAL), runs.c.finished_at < cutoff
+        )
+        if agents is not None:
+            query = query.where(runs.c.agent.in_(list(agents)))
         with self.engine.begin() as conn:
-            old = [
-                (r.id, r.segment)
-                for r in conn.execute(
-                    sa.select(runs.c.id, runs.c.segment)
-                    .where(runs.c.status.in_(TERMINAL), runs.c.finished_at < cutoff)
-                    .limit(batch)
-                )
-            ]
+            old = [(r.id, r.segment) for r in conn.execute(query.limit(batch))]
             ids = [i for i, _ in old]
             if ids:
                 for table in (events, states, decisions, attempts, child_steps):
