@@ -38,3 +38,26 @@ def test_a_hosted_model_without_its_key_is_one_line_and_exit_2(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and key in lines[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("model", "ok"),
+    [
+        ("local", True),
+        ("openai:gpt-4.1", True),
+        ("local:/etc/passwd", False),
+        ("local:", False),
+        ("file:/etc/passwd", False),
+    ],
+)
+def test_the_api_takes_the_embedded_model_but_never_a_path(model: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    from loopwise.server.schemas import RunCreate
+
+    try:
+        RunCreate(agent="a", input="task", model=model)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted is ok

@@ -44,7 +44,9 @@ TASK_PATTERN = f"^[^\\x00]*[^\\x00{_SPACE}][^\\x00]*$"
 """Text that is not all whitespace (Python's idea of it) and has no NUL (PostgreSQL
 refuses NUL in text columns)."""
 NO_NUL = r"^[^\x00]+$"
-MODEL_PATTERN = f"^({'|'.join(KNOWN_PROVIDERS)}):[^\\x00]+$"
+# "local" (the embedded model's own weights) is accepted, never "local:<path>": that would let
+# a client make the server open any file.
+MODEL_PATTERN = f"^(local|({'|'.join(KNOWN_PROVIDERS)}):[^\\x00]+)$"
 
 # Metadata is small labels: 10 entries of at most 30 + 100 characters stay under the
 # engine's 16,000 bytes of ASCII JSON even when every character needs a 12-byte escape.
@@ -132,7 +134,8 @@ class RunCreate(_Strict):
         default=None,
         max_length=200,
         pattern=MODEL_PATTERN,
-        description="provider:model overriding the agent's model, e.g. openai:gpt-4.1.",
+        description="provider:model overriding the agent's model, e.g. openai:gpt-4.1, or "
+        "local (the embedded model).",
     )
     budget: BudgetIn | None = None
     metadata: dict[MetadataKey, MetadataValue] | None = Field(
