@@ -53,8 +53,12 @@ def agent_tool(
             f"{tool_name!r}: pass name= or give the agent one."
         )
     about = description or _describe(agent, tool_name)
-    make = tool(
-        name=tool_name, description=about, timeout=timeout, max_output_chars=max_output_chars
+    make = tool(  # the child is policed by what its parent's capabilities hand down
+        name=tool_name,
+        description=about,
+        timeout=timeout,
+        max_output_chars=max_output_chars,
+        effects=["read"],
     )
 
     async def ask(ctx: ToolContext[Any], task: str) -> str:

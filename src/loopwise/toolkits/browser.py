@@ -115,7 +115,7 @@ def browser(
         """
         return await shot.take(target, full_page)
 
-    return [tool(idempotent=True, timeout=timeout + 15)(screenshot)]
+    return [tool(idempotent=True, timeout=timeout + 15, effects=["read", "egress"])(screenshot)]
 
 
 _WORKSPACE_JAVASCRIPT = False

@@ -139,6 +139,7 @@ def python(
         idempotent=False,
         max_output_chars=runner.max_output_chars,
         requires_approval=requires_approval,
+        effects=["write"],  # sandboxed: no network, the workspace only
     )
     async def run_python(ctx: ToolContext[Any], code: str) -> str:
         """Run Python code.
@@ -175,6 +176,7 @@ def shell(
         idempotent=False,
         max_output_chars=runner.max_output_chars,
         requires_approval=requires_approval,
+        effects=["write"],  # sandboxed: no network, the workspace only
     )
     async def run_shell(ctx: ToolContext[Any], command: str) -> str:
         """Run a shell command.

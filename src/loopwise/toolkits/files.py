@@ -101,7 +101,7 @@ def _read_tool(ws: Workspace, max_chars: int) -> Tool:
         except OSError as exc:
             raise path_error(path, exc) from None
 
-    return tool(max_output_chars=max_chars + 300)(read_file)
+    return tool(max_output_chars=max_chars + 300, effects=["read"])(read_file)
 
 
 def _existing_file_rule(ws: Workspace) -> Any:
@@ -141,7 +141,7 @@ def _write_tool(ws: Workspace, approve_overwrite: bool, max_bytes: int) -> Tool:
         return f"{verb} {target.rel} ({len(data)} bytes)."
 
     rule = _existing_file_rule(ws) if approve_overwrite else False
-    return tool(requires_approval=rule)(write_file)
+    return tool(requires_approval=rule, effects=["write"])(write_file)
 
 
 def _append_tool(ws: Workspace, approve_append: bool, max_bytes: int) -> Tool:
@@ -172,7 +172,7 @@ def _append_tool(ws: Workspace, approve_append: bool, max_bytes: int) -> Tool:
         return f"Appended {len(data)} bytes to {target.rel} (now {size} bytes)."
 
     rule = _existing_file_rule(ws) if approve_append else False
-    return tool(requires_approval=rule, idempotent=False)(append_file)
+    return tool(requires_approval=rule, idempotent=False, effects=["write"])(append_file)
 
 
 def _delete_tool(ws: Workspace, approve_delete: bool) -> Tool:
@@ -198,7 +198,7 @@ def _delete_tool(ws: Workspace, approve_delete: bool) -> Tool:
             os.unlink(name, dir_fd=dfd)
         return f"Deleted {target.rel}."
 
-    return tool(requires_approval=approve_delete)(delete_file)
+    return tool(requires_approval=approve_delete, effects=["write", "irreversible"])(delete_file)
 
 
 def _list_tool(ws: Workspace) -> Tool:
@@ -224,7 +224,7 @@ def _list_tool(ws: Workspace) -> Tool:
             )
         return "\n".join(lines) if names else f"{target.rel}/ is empty."
 
-    return tool(list_dir)
+    return tool(effects=["read"])(list_dir)
 
 
 def _find_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
@@ -244,7 +244,7 @@ def _find_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
         with ws.open_dir(target.parts, path) as dfd:
             return find_paths(ws, dfd, target.rel, pattern, walk_limits(skip, pattern))
 
-    return tool(find_files)
+    return tool(effects=["read"])(find_files)
 
 
 def _grep_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
@@ -275,7 +275,7 @@ def _grep_tool(ws: Workspace, skip: frozenset[str]) -> Tool:
         with ws.open_dir(target.parts, path) as dfd:
             return grep_text(ws, dfd, target, pattern, glob, ignore_case, max_matches, skip)
 
-    return tool(grep)
+    return tool(effects=["read"])(grep)
 
 
 # ---------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def git(repo: str | Path, *, max_output_chars: int = 20_000, timeout: float = 30
     its path passes through a symlink, or its ``.git`` is a file or a link.
     """
     tools = _GitTools(_GitRunner(repo, timeout=timeout, max_output_chars=max_output_chars))
-    make = tool(max_output_chars=max_output_chars + 500, timeout=timeout + 10.0)
+    make = tool(max_output_chars=max_output_chars + 500, timeout=timeout + 10.0, effects=["read"])
     names = (
         "git_log",
         "git_status",

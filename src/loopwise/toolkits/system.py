@@ -56,7 +56,8 @@ def system(
     for given, d in zip(log_dirs, dirs, strict=True):
         if not d.is_dir():
             raise UsageError(f"Log directory {str(given)!r} does not exist or is not a directory.")
-    tools = [tool(memory), tool(disk_usage), tool(load), tool(processes)]
+    local = tool(trusted=True, effects=["read"])  # the machine's own figures
+    tools = [local(memory), local(disk_usage), local(load), tool(effects=["read"])(processes)]
     if dirs:
         tools = [*_log_tools(dirs, grep_timeout, redact), *tools]
     return tools
@@ -141,9 +142,11 @@ def _log_tools(dirs: list[Path], grep_timeout: float, redact: bool) -> list[Tool
         return head + newline + shown(lines)
 
     return [
-        tool(list_logs),
-        tool(max_output_chars=_MAX_TEXT + 1_000)(tail_log),
-        tool(max_output_chars=_MAX_TEXT + 1_000, timeout=grep_timeout + 10.0)(grep_log),
+        tool(trusted=True, effects=["read"])(list_logs),
+        tool(max_output_chars=_MAX_TEXT + 1_000, effects=["read"])(tail_log),
+        tool(max_output_chars=_MAX_TEXT + 1_000, timeout=grep_timeout + 10.0, effects=["read"])(
+            grep_log
+        ),
     ]
 
 
