@@ -110,13 +110,33 @@ _VOCABS: dict[Path, Any] = {}
 _VOCAB_LOCK = threading.Lock()
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to /dev/null for a moment."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed)
+        yield
+        return
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _vocab(path: Path) -> Any:
     """The file's tokenizer alone (``vocab_only``: no weights), loaded once per process."""
     with _VOCAB_LOCK:
         found = _VOCABS.get(path)
         if found is None:
             llama_cpp = importlib.import_module("llama_cpp")
-            found = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            with _native_stderr_silenced():  # llama.cpp warns about the context of a
+                # tokenizer-only load ("n_ctx_train (0)") even with verbose=False
+                found = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
             if not _VOCABS:  # freed before interpreter teardown, which their __del__ needs
                 atexit.register(_VOCABS.clear)
             _VOCABS[path] = found
