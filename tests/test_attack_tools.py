@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ from loopwise.sandbox import Limits, SandboxResult
 from loopwise.toolkits.code import python, shell
 from loopwise.toolkits.files import files
 from loopwise.toolkits.system import system
+
+
+@pytest.fixture(autouse=True)
+def _wipe_deep_trees(tmp_path: Path) -> Iterator[None]:
+    """Deep trees outlive pytest's recursive clean-up of old temp folders: rm walks any
+    depth."""
+    yield
+    subprocess.run(["rm", "-rf", "--", str(tmp_path)], check=False)
 
 
 def by_name(tools: list[Tool]) -> dict[str, Tool]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -316,6 +317,11 @@ async def agui_stream(
             quiet = time.monotonic()
             continue
         if await _over(engine, run_id, translator):
+            # The status and the last events commit together: read once more, so the
+            # events that came with it (the run's end, its interrupt) are not lost.
+            for event in await _events(engine, run_id, after, sys.maxsize):
+                for item in translator.translate(event):
+                    yield format_agui(event.seq, item)
             return
         if time.monotonic() - quiet >= heartbeat_seconds:
             quiet = time.monotonic()
