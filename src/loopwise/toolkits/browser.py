@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import socket
@@ -303,9 +304,26 @@ class _Shooter:
                         raise ModelRetry(
                             f"{page.shown} could not be loaded: {exc.message}"
                         ) from None
-                    return (*await self._capture(tab, full_page), tab.url)
+                    return (*await self._settled_capture(tab, page, full_page), tab.url)
                 finally:
                     await chromium.close()
+
+    async def _settled_capture(self, tab: Any, page: _Page, full_page: bool) -> tuple[bytes, str]:
+        """Capture; a page caught mid-navigation (a meta refresh that was refused) gets one
+        more try once it has settled, then a clear error."""
+        from playwright.async_api import Error
+
+        try:
+            return await self._capture(tab, full_page)
+        except Error:
+            with contextlib.suppress(Error):
+                await tab.wait_for_load_state("load", timeout=5_000)
+            try:
+                return await self._capture(tab, full_page)
+            except Error as exc:
+                raise ModelRetry(
+                    f"{page.shown} could not be captured (it kept navigating): {exc.message}"
+                ) from None
 
     async def _capture(self, tab: Any, full_page: bool) -> tuple[bytes, str]:
         from playwright.async_api import FloatRect
