@@ -22,7 +22,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from loopwise import Tool, ToolContext, UsageError, tool
-from loopwise import tools as tools_module
+from loopwise import _schema_args as schema_args
 from loopwise.output import FINAL_ANSWER_TOOL
 from loopwise.tools import render_validation_error, tool_from_schema
 
@@ -435,7 +435,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     name: str = request.param
     if importlib.util.find_spec(name) is None:
         pytest.skip(f"{name} is not installed")
-    monkeypatch.setattr(tools_module, "_SCHEMA_BACKENDS", (name,))
+    monkeypatch.setattr(schema_args, "_SCHEMA_BACKENDS", (name,))
     return name
 
 
@@ -529,7 +529,7 @@ def test_schema_tool_refusals(backend: str) -> None:
 
 
 def test_schema_tool_without_any_validator(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tools_module, "_SCHEMA_BACKENDS", ("no_such_validator_module",))
+    monkeypatch.setattr(schema_args, "_SCHEMA_BACKENDS", ("no_such_validator_module",))
     with pytest.raises(UsageError) as info:
         tool_from_schema("f", "F.", {"type": "object"}, lambda: None)
     assert "pip install" in _one_sentence(info)

@@ -10,17 +10,12 @@ makes a tool from a JSON schema instead (MCP servers, other frameworks' tools).
 from __future__ import annotations
 
 import asyncio
-import collections
-import collections.abc as cabc
 import copy
 import functools
-import importlib
 import inspect
-import json
 import re
-import sys
 import types
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import (
@@ -32,19 +27,28 @@ from typing import (
     NamedTuple,
     TypeAlias,
     TypeVar,
-    Union,
     cast,
-    get_args,
     get_origin,
     get_type_hints,
     overload,
 )
 
-from pydantic_core import PydanticUndefined, ValidationError, to_jsonable_python
+from pydantic_core import PydanticUndefined
 
+from ._render import (
+    MAX_RESULT_IMAGES,
+    ToolFailed,
+    render_exception,
+    render_output,
+    render_result,
+    render_validation_error,
+    truncate,
+)
+from ._schema_args import _schema_check
+from ._strict_args import _strict_types
 from ._sync import SyncRunner, default_runner, tool_exit
-from .errors import ModelRetry, UsageError
-from .messages import ImagePart, ToolDefinition
+from .errors import UsageError
+from .messages import ToolDefinition
 from .output import FINAL_ANSWER_TOOL
 
 if TYPE_CHECKING:
@@ -55,14 +59,19 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
     "EFFECTS",
+    "MAX_RESULT_IMAGES",
+    "ApprovalRule",
     "Effect",
     "Tool",
     "ToolContext",
     "ToolFailed",
+    "render_exception",
     "render_output",
     "render_result",
+    "render_validation_error",
     "tool",
     "tool_from_schema",
+    "truncate",
 ]
 
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
@@ -105,18 +114,6 @@ class ToolContext(Generic[DepsT]):
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}:{self.call_id}"
-
-
-class ToolFailed(Exception):
-    """A tool error whose observation is already rendered: the model sees ``content`` verbatim.
-
-    Used where a result was rendered elsewhere and is replayed (the durable engine's
-    checkpointed tool steps), so the observation stays identical to the first run's.
-    """
-
-    def __init__(self, content: str):
-        super().__init__(content)
-        self.content = content
 
 
 @cache
@@ -551,194 +548,6 @@ def _parse_docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------
-# Strict scalars: booleans and numbers never pass for each other
-
-
-def _int_input(value: Any) -> Any:
-    """A JSON-number string or an integral float as an int; anything else unchanged."""
-    if isinstance(value, str):
-        number = _json_int(value)
-        return value if number is None else number
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _float_input(value: Any) -> Any:
-    """A JSON-number string as a float; anything else unchanged."""
-    if isinstance(value, str) and _JSON_NUMBER.fullmatch(value):
-        return float(value)
-    return value
-
-
-def _json_int(text: str) -> int | None:
-    """The integer ``text`` spells as a JSON number (``"42"``, ``"4.2e1"``), else None."""
-    if not _JSON_NUMBER.fullmatch(text):
-        return None
-    if not any(c in text for c in ".eE"):
-        return int(text)
-    number = float(text)
-    return int(number) if number.is_integer() else None
-
-
-def _json_float(text: str) -> float | None:
-    return float(text) if _JSON_NUMBER.fullmatch(text) else None
-
-
-@cache
-def _strict_scalars() -> dict[type, tuple[Any, ...]]:
-    """Metadata making each scalar strict: ``Strict()`` first, then any constraints given
-    with the type, then the validator reading JSON-number strings (constraints still apply)."""
-    from pydantic import BeforeValidator, Strict
-
-    return {
-        bool: (Strict(),),
-        int: (Strict(), BeforeValidator(_int_input)),
-        float: (Strict(), BeforeValidator(_float_input)),
-    }
-
-
-def _strict_scalar(tp: type, constraints: tuple[Any, ...], readers: bool) -> Any:
-    strict, *validators = _strict_scalars()[tp]
-    return cast(Any, Annotated)[(tp, strict, *constraints, *(validators if readers else ()))]
-
-
-def _is_scalar_or_none(tp: Any) -> bool:
-    base = get_args(tp)[0] if get_origin(tp) is Annotated else tp
-    return base in (bool, int, float, type(None))
-
-
-_CONTAINERS = frozenset(
-    {
-        list,
-        tuple,
-        set,
-        frozenset,
-        dict,
-        collections.deque,
-        cabc.Sequence,
-        cabc.MutableSequence,
-        cabc.Mapping,
-        cabc.MutableMapping,
-        cabc.Set,
-        cabc.MutableSet,
-    }
-)
-
-
-def _strict_types(tp: Any, memo: dict[Any, Any], readers: bool = True) -> Any:
-    """``tp`` with ``bool``/``int``/``float`` made strict, through containers, unions,
-    ``Annotated``, ``Literal`` and TypedDicts (nested models keep their own rules).
-
-    Numbers are read from JSON-number strings (``readers``) unless a union offers another
-    type that a string may be (``int | str`` keeps ``"42"`` a string).
-    """
-    if tp is bool or tp is int or tp is float:
-        return _strict_scalar(tp, (), readers)
-    if _is_typeddict(tp):
-        return _typeddict_for_pydantic(tp, memo)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Annotated and args[0] in (bool, int, float):
-        return _strict_scalar(args[0], args[1:], readers)
-    if origin is Annotated:
-        return cast(Any, Annotated)[(_strict_types(args[0], memo, readers), *args[1:])]
-    if origin is Literal:
-        return _guarded_literal(tp, args)
-    if origin is Union or origin is types.UnionType:
-        readers = all(_is_scalar_or_none(a) for a in args)
-        return cast(Any, Union)[tuple(_strict_types(a, memo, readers) for a in args)]
-    if origin in _CONTAINERS and args:
-        return origin[tuple(a if a is Ellipsis else _strict_types(a, memo) for a in args)]
-    return tp
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    return "number" if isinstance(value, (int, float)) else "other"
-
-
-def _guarded_literal(tp: Any, values: tuple[Any, ...]) -> Any:
-    """A ``Literal`` of numbers or booleans that refuses the other kind (``True`` for 1)."""
-    kinds = {_json_kind(v) for v in values}
-    if kinds == {"other"}:
-        return tp
-    from pydantic import BeforeValidator
-    from pydantic_core import PydanticCustomError
-
-    expected = " or ".join(repr(v) for v in values)
-
-    def guard(value: Any) -> Any:
-        kind = _json_kind(value)
-        if kind != "other" and kind not in kinds:
-            raise PydanticCustomError(
-                "literal_error", "Input should be {expected}", {"expected": expected}
-            )
-        return value
-
-    return Annotated[tp, BeforeValidator(guard)]
-
-
-def _is_typeddict(tp: Any) -> bool:
-    import typing_extensions
-
-    return isinstance(tp, type) and typing_extensions.is_typeddict(tp)
-
-
-class _RecursiveTypedDict(Exception):
-    """A TypedDict refers to itself (found while rebuilding it)."""
-
-
-def _typeddict_for_pydantic(td: type, memo: dict[Any, Any]) -> Any:
-    """A ``typing_extensions.TypedDict`` copy of ``td`` with strict scalars.
-
-    pydantic refuses ``typing.TypedDict`` before Python 3.12; the copy works everywhere and
-    the function still receives a plain dict. A recursive one is left as it is where
-    pydantic supports it, and refused where it does not.
-    """
-    if td in memo:
-        if memo[td] is None:
-            raise _RecursiveTypedDict
-        return memo[td]
-    memo[td] = None
-    try:
-        memo[td] = _rebuilt_typeddict(td, memo)
-    except _RecursiveTypedDict:
-        if type(td).__module__ == "typing" and sys.version_info < (3, 12):
-            raise UsageError(
-                f"typing.TypedDict {td.__name__!r} refers to itself, which pydantic supports "
-                "before Python 3.12 only from typing_extensions: import TypedDict from there."
-            ) from None
-        memo[td] = td
-    return memo[td]
-
-
-def _rebuilt_typeddict(td: type, memo: dict[Any, Any]) -> Any:
-    from typing import NotRequired, Required
-
-    from typing_extensions import TypedDict
-
-    try:
-        hints = get_type_hints(td, include_extras=True)
-    except NameError as exc:
-        raise UsageError(
-            f"TypedDict {td.__name__!r} has a type hint that cannot be resolved: {exc}"
-        ) from None
-    required: frozenset[str] = getattr(td, "__required_keys__", frozenset())
-    fields: dict[str, Any] = {}
-    for key, hint in hints.items():
-        qualifier: Any = Required if key in required else NotRequired
-        while get_origin(hint) in (Required, NotRequired):  # wins: __required_keys__ is
-            qualifier, hint = get_origin(hint), get_args(hint)[0]  # wrong for string hints
-        fields[key] = qualifier[_strict_types(hint, memo)]
-    rebuilt = cast(Any, TypedDict)(td.__name__, fields)
-    for attr in ("__doc__", "__module__", "__qualname__", "__pydantic_config__"):
-        if hasattr(td, attr):
-            setattr(rebuilt, attr, getattr(td, attr))
-    return rebuilt
-
-
-# ---------------------------------------------------------------------------------------
 # Tools from a JSON schema
 
 
@@ -806,404 +615,3 @@ def _call_target(function: Callable[..., Any]) -> Any:
 
 
 _CONTEXT_KEY = "__loopwise_context__"
-_SCHEMA_BACKENDS = ("jsonschema_rs", "jsonschema")
-_STANDARD_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
-_TYPE_ALIASES: dict[str, str | None] = {
-    **dict.fromkeys(("dict", "hashmap", "hashtable", "map"), "object"),
-    **dict.fromkeys(("float", "double"), "number"),
-    **dict.fromkeys(("tuple", "list", "arraylist", "queue", "stack", "set"), "array"),
-    **dict.fromkeys(("int", "long", "short", "byte", "bigint"), "integer"),
-    "bool": "boolean",
-    **dict.fromkeys(("str", "char"), "string"),
-    **dict.fromkeys(("any", ""), None),
-}
-_SCHEMA_MAPS = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
-)
-_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
-_SCHEMA_ONE = frozenset(
-    {
-        "items",
-        "additionalItems",
-        "additionalProperties",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-        "not",
-        "if",
-        "then",
-        "else",
-        "contains",
-        "propertyNames",
-    }
-)
-
-
-class _Problem(NamedTuple):
-    """One schema violation, whichever validator found it."""
-
-    loc: tuple[str | int, ...]
-    keyword: str
-    instance: Any
-    message: str
-    names: tuple[str, ...] = ()
-    """The missing or unexpected properties (``required``, ``additionalProperties``)."""
-    expected: tuple[Any, ...] = ()
-    """The allowed types, options or constant (``type``, ``enum``, ``const``)."""
-
-
-def _schema_check(tool_name: str, schema: dict[str, Any]) -> ArgsCheck:
-    """Validation against ``schema``: a pydantic ``ValidationError`` on failure."""
-    normal = _normalised(schema)
-    if normal.get("type", "object") != "object":
-        raise UsageError(
-            f"Tool {tool_name!r}: parameters must be a JSON schema of type 'object' (named "
-            f"arguments), not {schema.get('type')!r}."
-        )
-    is_valid, problems = _compile_schema(tool_name, normal)
-
-    def check(args: Mapping[str, Any]) -> dict[str, Any]:
-        data = dict(args)
-        if is_valid(data):
-            return data
-        found = problems(data)
-        fixed = _with_numbers(data, found)
-        if fixed is not None:
-            if is_valid(fixed):
-                return fixed
-            found = problems(fixed)
-        raise _validation_error(tool_name, found)
-
-    return check
-
-
-def _normalised(schema: Any) -> Any:
-    """The schema as validators read it: type aliases (``dict``, ``float``...) as JSON types,
-    ``any`` as no constraint, draft-3 style ``required: true`` dropped."""
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: _normalised_keyword(key, value) for key, value in schema.items()}
-    if "type" in out:
-        kind = _json_types(out["type"])
-        if kind is None:
-            del out["type"]
-        else:
-            out["type"] = kind
-    if "required" in out and not isinstance(out["required"], list):
-        del out["required"]
-    return out
-
-
-def _normalised_keyword(key: str, value: Any) -> Any:
-    if key in _SCHEMA_MAPS and isinstance(value, dict):
-        return {name: _normalised(sub) for name, sub in value.items()}
-    if key in _SCHEMA_LISTS and isinstance(value, list):
-        return [_normalised(sub) for sub in value]
-    if key in _SCHEMA_ONE:
-        return [_normalised(s) for s in value] if isinstance(value, list) else _normalised(value)
-    return value
-
-
-def _json_types(kind: Any) -> Any:
-    """A ``type`` value in JSON Schema's words; None when it allows anything."""
-    if isinstance(kind, list):
-        kinds = [_json_types(k) for k in kind]
-        return None if None in kinds else kinds
-    if not isinstance(kind, str) or kind in _STANDARD_TYPES:
-        return kind
-    lowered = kind.lower()
-    if lowered in _STANDARD_TYPES:
-        return lowered
-    return _TYPE_ALIASES.get(lowered, kind)
-
-
-def _compile_schema(
-    tool_name: str, schema: dict[str, Any]
-) -> tuple[Callable[[Any], bool], Callable[[Any], list[_Problem]]]:
-    """``is_valid`` and ``problems`` for ``schema``, from the first validator installed."""
-    for backend in _SCHEMA_BACKENDS:
-        try:
-            module = importlib.import_module(backend)
-        except ImportError:
-            continue
-        compile_ = _compile_rs if backend == "jsonschema_rs" else _compile_py
-        try:
-            return compile_(module, schema)
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(
-                f"Tool {tool_name!r}: parameters is not a valid JSON schema ({reason})."
-            ) from None
-    raise UsageError(
-        f"Tool {tool_name!r}: checking arguments against a JSON schema needs the jsonschema-rs "
-        "or jsonschema package, so install one (pip install jsonschema-rs)."
-    )
-
-
-def _no_remote_refs(uri: str) -> Any:
-    raise ValueError(f"remote $ref {uri!r} is not fetched; inline it in the schema")
-
-
-def _compile_rs(
-    module: Any, schema: dict[str, Any]
-) -> tuple[Callable[[Any], bool], Callable[[Any], list[_Problem]]]:
-    validator = module.validator_for(schema, validate_formats=False, retriever=_no_remote_refs)
-
-    def problems(data: Any) -> list[_Problem]:
-        return [_rs_problem(err) for err in validator.iter_errors(data)]
-
-    return validator.is_valid, problems
-
-
-def _rs_problem(err: Any) -> _Problem:
-    kind, loc = err.kind, tuple(err.instance_path)
-    detail = kind.as_dict()
-    if kind.name == "required":
-        return _Problem(loc, "required", err.instance, err.message, names=(detail["property"],))
-    if kind.name == "additionalProperties":
-        names = tuple(detail["unexpected"])
-        return _Problem(loc, kind.name, err.instance, err.message, names=names)
-    expected: tuple[Any, ...] = ()
-    if kind.name == "type":
-        expected = tuple(detail["types"])
-    elif kind.name == "enum":
-        expected = tuple(detail["options"])
-    elif kind.name == "const":
-        expected = (detail["expected_value"],)
-    return _Problem(loc, kind.name, err.instance, err.message, expected=expected)
-
-
-def _compile_py(
-    module: Any, schema: dict[str, Any]
-) -> tuple[Callable[[Any], bool], Callable[[Any], list[_Problem]]]:
-    cls = module.validators.validator_for(schema, default=module.Draft202012Validator)
-    cls.check_schema(schema)
-    for ref in _refs(schema):  # jsonschema resolves a $ref only when it meets one
-        if not ref.startswith("#"):
-            raise ValueError(f"$ref {ref!r} is outside the schema; inline it")
-        if ref.startswith("#/") and _at_pointer(schema, ref) is _NOWHERE:
-            raise ValueError(f"$ref {ref!r} points nowhere in the schema")
-    validator = cls(schema)
-
-    def problems(data: Any) -> list[_Problem]:
-        return [_py_problem(err) for err in validator.iter_errors(data)]
-
-    return validator.is_valid, problems
-
-
-_NOWHERE = object()
-
-
-def _refs(node: Any) -> Iterator[str]:
-    """Every ``$ref`` in the schema."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            yield ref
-        for value in node.values():
-            yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
-
-
-def _at_pointer(schema: Any, ref: str) -> Any:
-    from urllib.parse import unquote
-
-    node = schema
-    for raw in ref[2:].split("/"):
-        part = unquote(raw).replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _NOWHERE
-    return node
-
-
-def _py_problem(err: Any) -> _Problem:
-    keyword, value, instance = str(err.validator), err.validator_value, err.instance
-    problem = _Problem(tuple(err.absolute_path), keyword, instance, err.message)
-    if keyword == "required" and isinstance(instance, dict):
-        return problem._replace(names=tuple(p for p in value if p not in instance))
-    if keyword == "additionalProperties" and isinstance(instance, dict):
-        return problem._replace(names=_unexpected(instance, err.schema))
-    if keyword == "type":
-        return problem._replace(expected=(value,) if isinstance(value, str) else tuple(value))
-    if keyword == "enum":
-        return problem._replace(expected=tuple(value))
-    if keyword == "const":
-        return problem._replace(expected=(value,))
-    return problem
-
-
-def _unexpected(instance: dict[str, Any], schema: dict[str, Any]) -> tuple[str, ...]:
-    known = schema.get("properties", {})
-    patterns = list(schema.get("patternProperties", {}))
-    return tuple(
-        key for key in instance if key not in known and not any(re.search(p, key) for p in patterns)
-    )
-
-
-def _with_numbers(data: dict[str, Any], problems: list[_Problem]) -> dict[str, Any] | None:
-    """``data`` with JSON-number strings read as numbers where the schema wants a number."""
-    fixes: list[tuple[tuple[str | int, ...], int | float]] = []
-    for p in problems:
-        if p.keyword == "type" and p.loc and isinstance(p.instance, str):
-            number = _number_from_text(p.instance, p.expected)
-            if number is not None:
-                fixes.append((p.loc, number))
-    if not fixes:
-        return None
-    fixed = copy.deepcopy(data)
-    for loc, number in fixes:
-        target: Any = fixed
-        for step in loc[:-1]:
-            target = target[step]
-        target[loc[-1]] = number
-    return fixed
-
-
-def _number_from_text(text: str, expected: tuple[Any, ...]) -> int | float | None:
-    number: int | float | None = None
-    if "integer" in expected:
-        number = _json_int(text)
-    if number is None and "number" in expected:
-        number = _json_float(text)
-    return number
-
-
-def _validation_error(title: str, problems: list[_Problem]) -> ValidationError:
-    """The problems as a pydantic ``ValidationError``, which the loop renders for the model."""
-    details: list[Any] = []
-    seen: set[tuple[Any, str]] = set()
-    for problem in problems:
-        for line in _line_errors(problem):
-            key = (line["loc"], str(line["type"]))
-            if key not in seen:
-                seen.add(key)
-                details.append(line)
-    return ValidationError.from_exception_data(title, details)
-
-
-def _line_errors(p: _Problem) -> list[dict[str, Any]]:
-    if p.keyword == "required" and p.names:
-        return [{"type": "missing", "loc": (*p.loc, n), "input": p.instance} for n in p.names]
-    if p.keyword == "additionalProperties" and p.names and isinstance(p.instance, dict):
-        return [
-            {"type": "extra_forbidden", "loc": (*p.loc, n), "input": p.instance.get(n)}
-            for n in p.names
-        ]
-    from pydantic_core import PydanticCustomError
-
-    error = PydanticCustomError(f"json_schema_{p.keyword}", _expectation(p))
-    return [{"type": error, "loc": p.loc, "input": p.instance}]
-
-
-def _expectation(p: _Problem) -> str:
-    if p.keyword == "type":
-        return "Input should be of type " + " or ".join(str(t) for t in p.expected)
-    if p.keyword == "enum":
-        options = ", ".join(json.dumps(o, default=str) for o in p.expected)
-        return f"Input should be one of {truncate(options, 300)}"
-    if p.keyword == "const" and p.expected:
-        return f"Input should be {json.dumps(p.expected[0], default=str)}"
-    return p.message
-
-
-# ---------------------------------------------------------------------------------------
-# Rendering results and errors for the model
-
-
-MAX_RESULT_IMAGES = 8
-
-
-def _images_in(value: Any) -> tuple[list[Any], tuple[ImagePart, ...]] | None:
-    """A result's other items and its images, when it is an image or a list holding some."""
-    items = [value] if isinstance(value, ImagePart) else value
-    if not isinstance(items, (list, tuple)) or not any(isinstance(v, ImagePart) for v in items):
-        return None
-    images = tuple(v for v in items if isinstance(v, ImagePart))
-    return [v for v in items if not isinstance(v, ImagePart)], images
-
-
-def render_output(value: Any, max_chars: int) -> tuple[str, tuple[ImagePart, ...]]:
-    """Text and images for the model: a tool may return an ``ImagePart`` or a list mixing
-    text and images (at most ``MAX_RESULT_IMAGES`` are kept)."""
-    split = _images_in(value)
-    if split is None:
-        return render_result(value, max_chars), ()
-    others, images = split
-    text = "\n".join(render_result(v, max_chars) for v in others)
-    if not text:
-        text = f"(the tool returned {len(images)} image{'s' if len(images) > 1 else ''})"
-    if len(images) > MAX_RESULT_IMAGES:
-        text += f"\n[{len(images) - MAX_RESULT_IMAGES} more images left out]"
-        images = images[:MAX_RESULT_IMAGES]
-    return truncate(text, max_chars), images
-
-
-def render_result(value: Any, max_chars: int) -> str:
-    """Clean text for the model: strings as they are, other values as JSON, bounded.
-
-    Images are named, not inlined (:func:`render_output` keeps them).
-    """
-    split = _images_in(value)
-    if split is not None:
-        text, images = render_output(value, max_chars)
-        return truncate(f"{text}\n[{len(images)} image(s) not kept in this text]", max_chars)
-    if value is None or value == "":
-        return "(the tool returned no output)"
-    if isinstance(value, str):
-        text = value
-    elif hasattr(type(value), "model_fields") and hasattr(value, "model_dump_json"):
-        text = value.model_dump_json()
-    else:
-        try:
-            text = json.dumps(to_jsonable_python(value), ensure_ascii=False)
-        except (TypeError, ValueError):
-            text = str(value)
-    return truncate(text, max_chars)
-
-
-def truncate(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    omitted = len(text) - max_chars
-    return f"{text[:max_chars]}\n... [truncated: {omitted} more characters]"
-
-
-def render_exception(tool_name: str, exc: BaseException) -> str:
-    """``ERROR: <Type>: <message>`` plus a hint; a ``ModelRetry`` is shown as its message."""
-    if isinstance(exc, ToolFailed):
-        return exc.content
-    if isinstance(exc, ModelRetry):
-        return f"ERROR: {exc.message}"
-    if isinstance(exc, TimeoutError):
-        return (
-            f"ERROR: TimeoutError: tool {tool_name!r} did not finish in time. "
-            "Hint: try a smaller request or another approach."
-        )
-    message = str(exc) or "(no message)"
-    return (
-        f"ERROR: {type(exc).__name__}: {message}. "
-        "Hint: check the arguments, or try another way to reach the goal."
-    )
-
-
-def render_validation_error(tool: Tool, exc: ValidationError) -> str:
-    """Name the tool, each bad field and what was expected, then the schema."""
-    lines = [f"ERROR: invalid arguments for tool {tool.name!r}:"]
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(arguments)"
-        got = ""
-        if err["type"] not in ("missing",):
-            got = f" (got {json.dumps(err.get('input'), default=str)[:100]})"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"- field {where!r}: unknown field{got}")
-        else:
-            lines.append(f"- field {where!r}: {err['msg']}{got}")
-    schema = json.dumps(tool.parameters, separators=(",", ":"))
-    lines.append(f"Expected arguments matching this JSON schema: {truncate(schema, 2000)}")
-    lines.append("Call the tool again with corrected arguments.")
-    return "\n".join(lines)
