@@ -52,7 +52,7 @@ from .messages import (
     ToolResultPart,
     UserMessage,
 )
-from .models import Model, ModelSettings, StreamingModel
+from .models import Model, ModelSettings, ModelWrapper, StreamingModel
 from .output import OutputSpec
 from .repetition import LoopDetector, LoopPolicy
 from .scope import RunScope
@@ -476,7 +476,7 @@ def checked(response: AssistantMessage) -> AssistantMessage:
     return replace(response, parts=tuple(parts))
 
 
-class BudgetedModel:
+class BudgetedModel(ModelWrapper):
     """A model whose every request is checked against a run's budgets, guarded, and counted
     (see :meth:`RunContext.budgeted_model`); ``called`` says whether one was made."""
 
@@ -486,22 +486,10 @@ class BudgetedModel:
         tracker: BudgetTracker,
         guard: Callable[[Awaitable[Any]], Awaitable[Any]],
     ):
-        self.real = real
+        super().__init__(real)
         self.tracker = tracker
         self.guard = guard
         self.called = False
-
-    @property
-    def provider(self) -> str:
-        return self.real.provider
-
-    @property
-    def model_name(self) -> str:
-        return self.real.model_name
-
-    @property
-    def context_window(self) -> int | None:
-        return self.real.context_window
 
     async def request(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings

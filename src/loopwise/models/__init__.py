@@ -24,6 +24,7 @@ __all__ = [
     "Model",
     "ModelChoice",
     "ModelSettings",
+    "ModelWrapper",
     "StreamingModel",
     "choose_default_model",
     "default_model",
@@ -71,6 +72,26 @@ class Model(Protocol):
     ) -> AssistantMessage:
         """Send the conversation and return the model's response with its usage."""
         ...
+
+
+class ModelWrapper:
+    """Base of a model that wraps another (checkpointed, traced, budgeted calls): it is
+    the wrapped model's provider, name and window; subclasses define ``request``."""
+
+    def __init__(self, real: Model):
+        self.real = real
+
+    @property
+    def provider(self) -> str:
+        return self.real.provider
+
+    @property
+    def model_name(self) -> str:
+        return self.real.model_name
+
+    @property
+    def context_window(self) -> int | None:
+        return self.real.context_window
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
@@ -79,7 +80,7 @@ class ScriptedRequest:
     settings: ModelSettings
 
 
-class _TestModelBase:
+class _TestModelBase(ABC):
     """Shared behaviour: naming, request recording, usage estimation, streaming."""
 
     def __init__(self, model_name: str, context_window: int | None, latency: float):
@@ -102,10 +103,11 @@ class _TestModelBase:
     def context_window(self) -> int | None:
         return self._context_window
 
+    @abstractmethod
     async def _next_turn(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> Turn:
-        raise NotImplementedError
+        """The next turn to play (each test model says where it comes from)."""
 
     async def request(
         self,

@@ -26,7 +26,7 @@ from ..messages import (
     Usage,
     dump_messages,
 )
-from ..models import Model, ModelSettings
+from ..models import Model, ModelSettings, ModelWrapper
 from ..run import RunContext
 from ..tools import Tool, ToolContext
 from . import attributes as attr
@@ -208,25 +208,13 @@ def _failed(span: Any, exc: BaseException) -> None:
     span.end()
 
 
-class _TracedModel:
+class _TracedModel(ModelWrapper):
     """The run's model with a ``chat`` span around every request."""
 
     def __init__(self, real: Model, tracing: Tracing, run: RunContext):
-        self.real = real
+        super().__init__(real)
         self._tracing = tracing
         self._run = run
-
-    @property
-    def provider(self) -> str:
-        return self.real.provider
-
-    @property
-    def model_name(self) -> str:
-        return self.real.model_name
-
-    @property
-    def context_window(self) -> int | None:
-        return self.real.context_window
 
     async def request(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
