@@ -353,3 +353,17 @@ def test_unknown_effects_are_refused() -> None:
         "write",
         "irreversible",
     }
+
+
+def test_deeply_nested_arguments_from_a_model_do_not_crash_the_run() -> None:
+    deep: object = 1.0
+    for _ in range(5_000):
+        deep = [deep]
+    nan_deep: object = math.nan
+    for _ in range(5_000):
+        nan_deep = {"x": nan_deep}
+    model = ScriptedModel([call("lookup", key=deep), call("lookup", key=nan_deep), "done"])
+    result = Agent(model, tools=[lookup]).run_sync("go")
+    assert result.status == "completed", result.error
+    first, second = results_of(result.messages).values()
+    assert first.is_error and second.is_error  # a list is not a string; NaN is not JSON

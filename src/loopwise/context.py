@@ -78,11 +78,23 @@ def output_reserve(window: int, max_tokens: int) -> int:
     return min(max_tokens, max(window // 4, _MIN_OUTPUT_RESERVE))
 
 
+def _args_tokens(part: ToolCallPart, count: Counter) -> int:
+    if part.raw_args is not None:
+        return count(part.raw_args)
+    try:
+        return count(json.dumps(part.args))
+    except (RecursionError, ValueError, TypeError):  # arguments no run keeps (see run.checked)
+        return _UNCOUNTABLE_ARGS
+
+
+_UNCOUNTABLE_ARGS = 10_000
+
+
 def _part_tokens(part: object, count: Counter) -> int:
     if isinstance(part, TextPart):
         return count(part.text)
     if isinstance(part, ToolCallPart):
-        return count(part.name) + count(part.raw_args or json.dumps(part.args)) + 8
+        return count(part.name) + _args_tokens(part, count) + 8
     if isinstance(part, ToolResultPart):
         return count(part.content) + 8 + sum(map(_image_part_tokens, part.images))
     if isinstance(part, ImagePart):

@@ -56,7 +56,7 @@ from .models import Model, ModelSettings, ModelWrapper, StreamingModel
 from .output import OutputSpec
 from .repetition import LoopDetector, LoopPolicy
 from .scope import RunScope
-from .state import RunState, has_non_finite
+from .state import RunState, unfit_json
 from .tokens import Counter, counter_for
 from .tools import Tool
 
@@ -458,19 +458,22 @@ class RunContext:
 
 
 def checked(response: AssistantMessage) -> AssistantMessage:
-    """Distinct call ids (some servers reuse them); arguments holding NaN or Infinity (not
-    JSON) kept as raw text, so the call becomes an invalid-arguments observation."""
+    """Distinct call ids (some servers reuse them); arguments a run cannot hold (NaN or
+    Infinity, nesting past 64 levels) replaced by a note, so the call becomes an
+    invalid-arguments observation."""
     calls = response.tool_calls
-    if len({c.id for c in calls}) == len(calls) and not any(has_non_finite(c.args) for c in calls):
+    unfit = {c.id: why for c in calls if (why := unfit_json(c.args)) is not None}
+    if len({c.id for c in calls}) == len(calls) and not unfit:
         return response
     seen: set[str] = set()
     parts: list[AssistantPart] = []
     for i, p in enumerate(response.parts):
         if isinstance(p, ToolCallPart):
+            why = unfit.get(p.id)
             if p.id in seen or not p.id:
                 p = replace(p, id=f"{p.id or 'call'}_{i}")
-            if has_non_finite(p.args):
-                p = replace(p, args={}, raw_args=repr(p.args)[:2000])
+            if why is not None:
+                p = replace(p, args={}, raw_args=f"(the arguments were not kept: {why})")
             seen.add(p.id)
         parts.append(p)
     return replace(response, parts=tuple(parts))

@@ -295,25 +295,38 @@ def _load(data: Any) -> RunState:
 
 
 def _check_finite(value: Any) -> None:
-    """Refuse NaN and Infinity anywhere in ``value`` (JSON cannot carry them)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise UsageError(
-                f"The run state holds {value!r}, which JSON cannot carry; "
-                "tool arguments and outputs must be finite numbers."
-            )
-    elif isinstance(value, dict):
-        for v in value.values():
-            _check_finite(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _check_finite(v)
+    """Refuse NaN and Infinity anywhere in ``value`` (JSON cannot carry them); iterative,
+    so a deeply nested value from a model cannot exhaust the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise UsageError(
+                    f"The run state holds {item!r}, which JSON cannot carry; "
+                    "tool arguments and outputs must be finite numbers."
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
-def has_non_finite(value: Any) -> bool:
-    """Whether ``value`` holds NaN or Infinity (a tool call carrying one is refused)."""
-    try:
-        _check_finite(value)
-    except UsageError:
-        return True
-    return False
+MAX_ARGS_DEPTH = 64
+
+
+def unfit_json(value: Any) -> str | None:
+    """Why ``value`` cannot stand as tool arguments in a run (NaN or Infinity, or nesting
+    deeper than :data:`MAX_ARGS_DEPTH`), or None; iterative, whatever the depth."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_ARGS_DEPTH:
+            return f"nested deeper than {MAX_ARGS_DEPTH} levels"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "NaN or Infinity, which JSON cannot carry"
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return None
